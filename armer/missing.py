@@ -1,0 +1,80 @@
+"""Which modalities a sample has: presence masks, modality dropout, and the evaluation conditions.
+
+A presence mask is a (B, 3) bool tensor in the order of `MODALITIES` (audio, text, video).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from armer.config import MODALITIES
+
+# The six ways to drop one or two of three modalities, as keep masks (audio, text, video).
+DROP_PATTERNS: dict[str, tuple[bool, bool, bool]] = {
+    "drop_audio": (False, True, True),
+    "drop_text": (True, False, True),
+    "drop_video": (True, True, False),
+    "audio_only": (True, False, False),
+    "text_only": (False, True, False),
+    "video_only": (False, False, True),
+}
+MISSING_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def presence_from_features(features: list[torch.Tensor]) -> torch.Tensor:
+    """All-zero features mean "missing" (how MERBench fills absent modalities): (B, 3) bool."""
+    return torch.stack([x.reshape(x.shape[0], -1).abs().amax(dim=-1) > 0 for x in features], dim=-1)
+
+
+def sample_modality_dropout(present: torch.Tensor, probability: torch.Tensor | float) -> torch.Tensor:
+    """Drop one or two modalities from each sample with `probability`, never all of them.
+
+    Vectorised: each sample draws one of the six drop patterns; a draw that would leave a
+    sample with no present modality is not applied to it.
+    """
+    batch = present.shape[0]
+    patterns = torch.tensor(list(DROP_PATTERNS.values()), dtype=torch.bool, device=present.device)  # (6, 3)
+    choice = torch.randint(0, len(DROP_PATTERNS), (batch,), device=present.device)  # (B,)
+    candidate = present & patterns[choice]  # (B, 3)
+    apply = (torch.rand(batch, device=present.device) < probability) & candidate.any(dim=-1)  # (B,)
+    return torch.where(apply[:, None], candidate, present)
+
+
+def sample_feature_noise(present: torch.Tensor, probability: torch.Tensor | float) -> torch.Tensor:
+    """(B, M) noise mixing levels alpha: 0, or U(0, 1) for a present modality drawn with `probability`."""
+    draw = torch.rand(present.shape, device=present.device) < probability
+    alpha = torch.rand(present.shape, device=present.device)
+    return torch.where(draw & present, alpha, torch.zeros_like(alpha))
+
+
+def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """sqrt(1 - alpha^2) * x + alpha * N(0, I) on standardised features: same scale, less signal.
+
+    alpha (B,) per sample; alpha = 1 leaves pure noise. Zero (missing or padded) entries stay zero.
+    """
+    alpha = alpha.reshape((-1,) + (1,) * (x.dim() - 1))
+    return (torch.sqrt(1.0 - alpha.pow(2)) * x + alpha * torch.randn_like(x)) * (x != 0)
+
+
+def pattern_mask(present: np.ndarray, keep: tuple[bool, bool, bool]) -> np.ndarray:
+    """A fixed drop pattern applied to data-presence masks (N, 3)."""
+    return present & np.asarray(keep, dtype=bool)[None, :]
+
+
+def random_missing_mask(present: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    """Each modality of each sample missing independently with `rate`; all-missing draws are redrawn.
+
+    Samples that have only one modality in the data keep it (there is nothing to redraw).
+    """
+    rng = np.random.default_rng(seed)
+    mask = present & (rng.random(present.shape) >= rate)
+    empty = ~mask.any(axis=1) & present.any(axis=1)
+    while empty.any():
+        redraw = present[empty] & (rng.random((int(empty.sum()), present.shape[1])) >= rate)
+        mask[empty] = redraw
+        empty = ~mask.any(axis=1) & present.any(axis=1)
+    return mask
+
+
+def describe_mask(mask: tuple[bool, bool, bool]) -> str:
+    return "+".join(m for m, keep in zip(MODALITIES, mask) if keep) or "none"

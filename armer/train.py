@@ -1,0 +1,107 @@
+"""Train a model on MERBench-format features with MERBench's protocol.
+
+    python -m armer.train --features_root FEATS --label_path label-6way.npz --save_root runs/v2 \
+        --audio_feature chinese-hubert-large-UTT --text_feature Baichuan-13B-Base-UTT \
+        --video_feature clip-vit-large-patch14-UTT
+
+5-fold cross-validation on the train corpus, every test corpus scored each epoch, the best epoch
+per fold by emoval, test predictions averaged over the folds. Writes under --save_root:
+`train.log`, `checkpoint/` (model.safetensors + config.json, the five fold models as one
+ensemble), `history.json` (per epoch and fold) and `summary.json` (per test corpus and condition:
+full, the six drop patterns, the missing-rate sweep and its mean; WAF, accuracy, valence MSE).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from armer.checkpoint import CheckpointInfo, save_checkpoint
+from armer.cli import add_model_arguments, model_config_from_args, setup_logging
+from armer.config import MODALITIES
+from armer.data import DataError, load_dataset
+from armer.evaluation import evaluate_corpus, markdown_table
+from armer.training import TrainConfig, train_folds
+
+log = logging.getLogger("armer.train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m armer.train", description=__doc__.split("\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--features_root", required=True, help="folder holding <name>-UTT / <name>-FRA feature folders")
+    data.add_argument("--label_path", required=True, help="label-6way.npz-style label file (or .json)")
+    data.add_argument("--save_root", required=True, help="output folder (log, checkpoint, summary.json)")
+    data.add_argument("--audio_feature", default="chinese-hubert-large-UTT", help="audio feature folder")
+    data.add_argument("--text_feature", default="Baichuan-13B-Base-UTT", help="text feature folder")
+    data.add_argument("--video_feature", default="clip-vit-large-patch14-UTT", help="video feature folder")
+    train = parser.add_argument_group("training")
+    defaults = TrainConfig()
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--l2", type=float, default=defaults.l2, help="weight decay")
+    train.add_argument("--batch_size", type=int, default=defaults.batch_size)
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--num_folds", type=int, default=defaults.num_folds)
+    train.add_argument("--workers", type=int, default=defaults.workers, help="parallel fold processes (0: one per core)")
+    train.add_argument("--normalize", default=defaults.normalize, action=argparse.BooleanOptionalAction,
+                       help="standardise features with each fold's training statistics")
+    add_model_arguments(parser.add_argument_group("model"))
+    return parser
+
+
+def extractor_names(feature_names: dict[str, str]) -> dict[str, str]:
+    """The extractor behind a MERBench folder is its stem: whisper-base-UTT -> whisper-base."""
+    return {m: name.removesuffix("-UTT").removesuffix("-FRA") for m, name in feature_names.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    save_root = Path(args.save_root)
+    setup_logging(save_root / "train.log")
+    started = time.perf_counter()
+    names = {"audio": args.audio_feature, "text": args.text_feature, "video": args.video_feature}
+    try:
+        dataset = load_dataset(args.features_root, args.label_path, names, args.feat_type)
+    except DataError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    if "train" not in dataset.corpora:
+        parser.exit(2, f"error: {args.label_path} has no train_corpus to train on\n")
+    log.info("data: %s; dims %s; classes %s; valence %s", {n: len(c) for n, c in dataset.corpora.items()},
+             dataset.dims, dataset.label_names, dataset.has_valence)
+    model_config = model_config_from_args(args, dataset.dims, len(dataset.label_names))
+    train_config = TrainConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed,
+                               num_folds=args.num_folds, workers=args.workers, normalize=args.normalize)
+    result = train_folds(dataset, model_config, train_config)
+    info = CheckpointInfo(
+        model=model_config, label_names=dataset.label_names, has_valence=dataset.has_valence,
+        features={m: {"name": dataset.feature_names[m], "dim": d} for m, d in zip(MODALITIES, dataset.dims)},
+        normalization=result.normalization if args.normalize else None,
+        extractors=extractor_names(dataset.feature_names),
+        training={"features_root": str(args.features_root), "label_path": str(args.label_path),
+                  "train_config": asdict(train_config), "best_epochs": result.best_epochs,
+                  "best_val_emovals": result.best_emovals},
+    )
+    save_checkpoint(save_root / "checkpoint", result.ensemble, info)
+    results = {name: evaluate_corpus(result.ensemble, corpus, dataset.has_valence, seed=args.seed)
+               for name, corpus in dataset.tests.items()}
+    summary = {
+        "model": args.model, "seed": args.seed, "args": vars(args), "best_epochs": result.best_epochs,
+        "best_val_emovals": result.best_emovals, "mean_best_val_emoval": sum(result.best_emovals) / len(result.best_emovals),
+        "results": results, "seconds": time.perf_counter() - started,
+    }
+    (save_root / "history.json").write_text(json.dumps(result.history), encoding="utf-8")
+    (save_root / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    if results:
+        (save_root / "summary.md").write_text(markdown_table(results), encoding="utf-8")
+        log.info("test results (fold-averaged predictions):\n%s", markdown_table(results))
+    log.info("wrote %s in %.1fs", save_root, summary["seconds"])
+    return summary
+
+
+if __name__ == "__main__":
+    main()

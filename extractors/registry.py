@@ -1,0 +1,129 @@
+"""Backend registry: ``register_extractor``, ``list_extractors``, ``create_extractor``."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .base import MODALITIES, Extractor, folder_stem, missing_weights, weights_root
+
+# transformers model_type -> modality, for hub ids and folders that are not registered names
+AUDIO_MODEL_TYPES = {"hubert", "wav2vec2", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech",
+                     "unispeech-sat", "sew", "sew-d"}
+VISION_MODEL_TYPES = {"clip"}
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    name: str  # MERBench folder stem
+    modality: str  # audio | text | video
+    factory: Callable[..., Extractor]  # builds the backend (weights still unloaded) from keyword options
+    dim: int | None  # output dim when fixed by the name; None when it depends on options
+    offline: bool  # True when the weights ship with a pip package or this repository
+    description: str
+
+
+_REGISTRY: dict[str, ExtractorSpec] = {}
+_INSTANCES: dict[tuple, Extractor] = {}
+_LOCK = threading.Lock()
+
+
+def register_extractor(name: str, *, modality: str, dim: int | None = None, offline: bool = False,
+                       description: str = "") -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
+    """Decorator registering a backend factory under ``name`` (its MERBench folder stem)."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+    def decorator(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
+        if name in _REGISTRY:
+            raise ValueError(f"extractor {name!r} is already registered")
+        _REGISTRY[name] = ExtractorSpec(name, modality, factory, dim, offline, description)
+        return factory
+
+    return decorator
+
+
+def list_extractors(modality: str | None = None, pattern: str = "*") -> list[str]:
+    """Registered backend names, optionally of one modality and matching a wildcard pattern."""
+    if modality is not None and modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return sorted(n for n, s in _REGISTRY.items()
+                  if (modality is None or s.modality == modality) and fnmatch.fnmatch(n, pattern))
+
+
+def extractor_spec(name: str) -> ExtractorSpec:
+    """The registry entry of a registered name (KeyError listing the valid names otherwise)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")
+    return _REGISTRY[name]
+
+
+def create_extractor(name_or_path: str, modality: str | None = None, **kwargs: Any) -> Extractor:
+    """One backend instance per name (and options) per process.
+
+    ``name_or_path`` is a registered name (``list_extractors()``), a Hugging Face hub id
+    (``org/model``), a local model folder or the name of a folder in ``$ARMER_WEIGHTS``; hub ids
+    and folders get MERBench's recipe for their modality, read from the model's config
+    (``model_type``) unless ``modality`` is given.
+    Weights load lazily on first use.
+    """
+    name_or_path = str(name_or_path)
+    if modality is not None and modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    key = (name_or_path, modality, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    with _LOCK:
+        if key not in _INSTANCES:
+            ext = _build(name_or_path, modality, kwargs)
+            if modality is not None and ext.modality != modality:
+                raise ValueError(f"extractor {name_or_path!r} is a {ext.modality} backend, not {modality}")
+            _INSTANCES[key] = ext
+        return _INSTANCES[key]
+
+
+def _build(name_or_path: str, modality: str | None, kwargs: dict[str, Any]) -> Extractor:
+    if name_or_path in _REGISTRY:
+        return _REGISTRY[name_or_path].factory(**kwargs)
+    root = weights_root()
+    if root is not None and "/" not in name_or_path and (root / name_or_path).is_dir():
+        name_or_path = str(root / name_or_path)  # a folder of $ARMER_WEIGHTS named like the backend
+    path = Path(name_or_path).expanduser()
+    is_path = path.exists() or name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+    if not is_path and name_or_path.count("/") != 1:
+        raise ValueError(
+            f"unknown extractor {name_or_path!r}: not a registered name, an existing folder, nor a hub id "
+            f"'org/model'. Registered: {', '.join(list_extractors())}")
+    if is_path and not path.is_dir():
+        raise missing_weights(folder_stem(name_or_path), name_or_path, FileNotFoundError("no such model folder"))
+    if modality is None:
+        modality = _modality_of(name_or_path, path)
+    from .audio import HFAudioExtractor
+    from .text import HFTextExtractor
+    from .visual import HFCLIPExtractor
+
+    cls = {"audio": HFAudioExtractor, "text": HFTextExtractor, "video": HFCLIPExtractor}[modality]
+    return cls(name_or_path, **kwargs)
+
+
+def _modality_of(name_or_path: str, path: Path) -> str:
+    """Modality of a hub id or folder, from the ``model_type`` in its config."""
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ValueError(f"{name_or_path!r} is a folder without config.json; is it a transformers model folder?")
+        model_type = json.loads(cfg_file.read_text()).get("model_type", "")
+    else:
+        from transformers import AutoConfig
+
+        try:
+            model_type = AutoConfig.from_pretrained(name_or_path).model_type
+        except (OSError, ValueError) as err:
+            raise missing_weights(Path(name_or_path).name, name_or_path, err) from err
+    if model_type in AUDIO_MODEL_TYPES:
+        return "audio"
+    if model_type in VISION_MODEL_TYPES:
+        return "video"
+    return "text"

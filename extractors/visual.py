@@ -1,0 +1,231 @@
+"""Visual backends on face crops, averaged over frames: CLIP through open_clip or transformers
+(MERBench profile) and the FER2013 face-expression CNN this project trains (offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .base import (
+    Extractor,
+    MissingWeightsError,
+    folder_stem,
+    missing_weights,
+    resolve_source,
+    weights_root,
+)
+from .registry import register_extractor
+
+if TYPE_CHECKING:
+    import torch
+
+    from .fer_cnn import FerCNNConfig
+
+FER_CNN_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "fer_cnn"
+
+
+class OpenCLIPExtractor(Extractor):
+    """Projected CLIP image features (``encode_image``) through open_clip, mean over frames."""
+
+    modality = "video"
+
+    def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
+                 name: str = "clip-vit-large-patch14", dim: int | None = None, batch_size: int = 16) -> None:
+        super().__init__()
+        self.name = name
+        self.model_name = model_name
+        self.pretrained = pretrained  # an open_clip tag ("openai") or a checkpoint file
+        self._dim = dim
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            import open_clip
+
+            cfg = open_clip.get_model_config(self.model_name)
+            if cfg is None:
+                raise ValueError(f"backend {self.name!r}: unknown open_clip model {self.model_name!r}; "
+                                 f"known: {', '.join(open_clip.list_models())}")
+            self._dim = int(cfg["embed_dim"])
+        return self._dim
+
+    def _weights(self) -> str | None:
+        """The checkpoint file in ``$ARMER_WEIGHTS/<name>/`` when there is one, else the tag."""
+        root = weights_root()
+        if root is not None and self.pretrained and not os.path.isfile(self.pretrained):
+            for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+                if (root / self.name / fname).is_file():
+                    return str(root / self.name / fname)
+        return self.pretrained
+
+    def _load(self) -> None:
+        import open_clip
+
+        weights = self._weights()
+        try:
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                self.model_name, pretrained=weights, device="cpu")
+        except (OSError, RuntimeError, ValueError) as err:
+            raise missing_weights(self.name, f"open_clip {self.model_name}/{weights}", err, (
+                f"Download the open_clip checkpoint on a machine with hub access (for ViT-L-14/openai: "
+                f"hf-hub:timm/vit_large_patch14_clip_224.openai, file open_clip_model.safetensors), then pass "
+                f"pretrained=<file>, or put it in $ARMER_WEIGHTS/{self.name}/; a transformers CLIP folder works "
+                f"too: create_extractor(<folder>).")) from err
+        self.model.eval()
+
+    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        feats = []
+        with torch.inference_mode():
+            for i in range(0, len(frames), self.batch_size):
+                batch = torch.stack([self.preprocess(Image.fromarray(f)) for f in frames[i:i + self.batch_size]])
+                feats.append(self.model.encode_image(batch))  # (b, D)
+        return torch.cat(feats).mean(dim=0).numpy()
+
+
+register_extractor("clip-vit-large-patch14", modality="video", dim=768,
+                   description="MERBench video: CLIP ViT-L/14 (OpenAI weights) through open_clip")(OpenCLIPExtractor)
+
+
+class HFCLIPExtractor(Extractor):
+    """Projected CLIP image features (``get_image_features``) of a transformers CLIP, mean over frames."""
+
+    modality = "video"
+
+    def __init__(self, model: str, *, name: str | None = None, dim: int | None = None, path: str | None = None,
+                 batch_size: int = 16, local_files_only: bool = False) -> None:
+        super().__init__()
+        self.name = name or folder_stem(model)
+        self.source = resolve_source(self.name, model, path)
+        # a fixed dim saves a hub lookup; a local folder's own config is authoritative
+        self._dim = None if Path(self.source).expanduser().is_dir() else dim
+        self.batch_size = batch_size
+        self.local_files_only = local_files_only
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            cfg_file = Path(self.source).expanduser() / "config.json"
+            if cfg_file.is_file():
+                self._dim = int(json.loads(cfg_file.read_text())["projection_dim"])
+            else:
+                from transformers import AutoConfig
+
+                try:
+                    self._dim = int(AutoConfig.from_pretrained(self.source, local_files_only=self.local_files_only)
+                                    .projection_dim)
+                except (OSError, ValueError) as err:
+                    raise missing_weights(self.name, self.source, err) from err
+        return self._dim
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoImageProcessor, CLIPModel
+
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
+            self.model = CLIPModel.from_pretrained(self.source, local_files_only=self.local_files_only,
+                                                   dtype=torch.float32).eval()
+        except (OSError, ValueError) as err:
+            raise missing_weights(self.name, self.source, err) from err
+
+    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        feats = []
+        with torch.inference_mode():
+            for i in range(0, len(frames), self.batch_size):
+                pixels = self.processor(images=frames[i:i + self.batch_size], return_tensors="pt")["pixel_values"]
+                out = self.model.get_image_features(pixel_values=pixels)
+                feats.append(out if isinstance(out, torch.Tensor) else out.pooler_output)  # (b, D)
+        return torch.cat(feats).mean(dim=0).numpy()
+
+
+class FerCNNExtractor(Extractor):
+    """The FER2013 face-expression CNN (checkpoints/fer_cnn): pooled last-stage activations of
+    each 48x48 grayscale face and its mirror image, mean over frames."""
+
+    name = "fer2013-cnn"
+    modality = "video"
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        self.path = Path(path) if path else FER_CNN_DIR
+        self._config = None
+
+    def _missing(self, err: BaseException) -> MissingWeightsError:
+        return missing_weights(self.name, str(self.path), err, (
+            "The weights ship in this repository (checkpoints/fer_cnn/); rebuild them with "
+            "`python scripts/train_fer_cnn.py --data <root with fer2013/fer2013.npz>` or pass path=<folder>."))
+
+    @property
+    def config(self) -> "FerCNNConfig":
+        """The checkpoint's config.json (read without loading the weights)."""
+        if self._config is None:
+            from .fer_cnn import FerCNNConfig
+
+            try:
+                self._config = FerCNNConfig.from_json(self.path / "config.json")
+            except OSError as err:
+                raise self._missing(err) from err
+        return self._config
+
+    @property
+    def dim(self) -> int:
+        return self.config.widths[-1]
+
+    def _load(self) -> None:
+        from safetensors.torch import load_file
+
+        from .fer_cnn import FerCNN
+
+        self.model = FerCNN(self.config)
+        try:
+            self.model.load_state_dict(load_file(str(self.path / "model.safetensors")))
+        except OSError as err:
+            raise self._missing(err) from err
+        self.model.eval()
+
+    def preprocess(self, frames: list[np.ndarray]) -> "torch.Tensor":
+        """RGB crops -> (N, 1, S, S) normalised grayscale tensor, as in training."""
+        import cv2
+        import torch
+
+        cfg = self.config
+        gray = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
+                         for f in frames])  # (N, 48, 48)
+        o = (48 - cfg.image_size) // 2
+        gray = gray[:, o:o + cfg.image_size, o:o + cfg.image_size]
+        x = torch.from_numpy(gray).float().div(255).unsqueeze(1)
+        return (x - cfg.mean) / cfg.std
+
+    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        x = self.preprocess(frames)
+        with torch.inference_mode():
+            feats = (self.model.features(x) + self.model.features(x.flip(-1))) / 2  # (N, D)
+        return feats.mean(dim=0).numpy()
+
+    def predict_proba(self, frames: list[np.ndarray]) -> dict[str, float]:
+        """FER2013 class probabilities, averaged over frames and mirror images."""
+        import torch
+
+        frames = self._validate(frames)
+        self.load()
+        x = self.preprocess(frames)
+        with torch.inference_mode():
+            p = (self.model(x).softmax(-1) + self.model(x.flip(-1)).softmax(-1)).mean(dim=0) / 2
+        return dict(zip(self.config.classes, p.tolist(), strict=True))
+
+
+register_extractor("fer2013-cnn", modality="video", dim=None, offline=True,
+                   description="face-expression CNN trained on FER2013 by scripts/train_fer_cnn.py "
+                               "(weights in checkpoints/fer_cnn)")(FerCNNExtractor)

@@ -1,0 +1,196 @@
+"""Train the offline face-expression encoder (extractors.fer_cnn.FerCNN) on FER2013.
+
+Trains on the ``Training`` usage of ``<data>/fer2013/fer2013.npz`` (minus a seeded 5%
+validation split that only picks the inference crop), then reports 7-class accuracy on
+every other usage found in the file (``PublicTest`` here). Writes the weights
+(``model.safetensors`` + ``config.json``) to ``--out`` and the numbers, with the command
+that produced them, to ``--results``.
+
+    python scripts/train_fer_cnn.py --data ../shared/data --epochs 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from extractors.fer_cnn import FER_CLASSES, FerCNN, FerCNNConfig  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("ARMER_DATA", str(ROOT.parent / "shared" / "data")),
+                   help="data root holding fer2013/fer2013.npz (default: $ARMER_DATA or ../shared/data)")
+    p.add_argument("--out", default=str(ROOT / "checkpoints" / "fer_cnn"), help="output folder for the weights")
+    p.add_argument("--results", default=str(ROOT / "results" / "fer_cnn.md"), help="results markdown file")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule (SGD)")
+    p.add_argument("--weight_decay", type=float, default=5e-4)
+    p.add_argument("--label_smoothing", type=float, default=0.1)
+    p.add_argument("--widths", type=int, nargs="+", default=list(FerCNNConfig.widths))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")
+    return p.parse_args()
+
+
+def augment(x: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """Random crop + rotation + scale + shift + horizontal flip in one affine resampling.
+
+    x: (B, 1, S, S) in [0, 1] -> (B, 1, crop, crop).
+    """
+    b, _, s, _ = x.shape
+    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(12)
+    scale = (crop / s) * (1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.12)
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * (1 - crop / s)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, (b, 1, crop, crop), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # brightness / contrast jitter
+    out = (out - 0.5) * (1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * 0.25) + 0.5
+    out = out + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * 0.1
+    return out.clamp(0, 1)
+
+
+def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
+    s = x.shape[-1]
+    o = (s - crop) // 2
+    return x[..., o:o + crop, o:o + crop]
+
+
+@torch.no_grad()
+def predict(model: FerCNN, images: np.ndarray, crop: int, batch: int = 512) -> np.ndarray:
+    """Class probabilities averaged over the image and its mirror: (N, 48, 48) uint8 -> (N, C)."""
+    model.eval()
+    cfg = model.config
+    probs = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch]).float().div(255).unsqueeze(1)
+        x = (center_crop(x, crop) - cfg.mean) / cfg.std
+        p = model(x).softmax(-1) + model(x.flip(-1)).softmax(-1)
+        probs.append((p / 2).numpy())
+    return np.concatenate(probs)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    npz = Path(args.data) / "fer2013" / "fer2013.npz"
+    data = np.load(npz)
+    images, labels, usage = data["images"], data["label"], data["usage"]
+    cls_index = {c: i for i, c in enumerate(FER_CLASSES)}
+    y_all = np.array([cls_index[str(c)] for c in labels])
+
+    train_idx = np.flatnonzero(usage == "Training")
+    rng.shuffle(train_idx)
+    n_val = len(train_idx) // 20
+    val_idx, train_idx = train_idx[:n_val], train_idx[n_val:]
+    if args.limit:
+        train_idx = train_idx[:args.limit]
+    x_train = torch.from_numpy(images[train_idx]).float().div(255).unsqueeze(1)  # (N, 1, 48, 48)
+    y_train = torch.from_numpy(y_all[train_idx])
+
+    config = FerCNNConfig(widths=tuple(args.widths))
+    model = FerCNN(config).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                pct_start=0.2)
+    log = []
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        model.train()
+        perm = torch.randperm(len(train_idx), generator=gen)
+        total, correct, loss_sum = 0, 0, 0.0
+        for i in range(0, len(perm), args.batch_size):
+            idx = perm[i:i + args.batch_size]
+            x = augment(x_train[idx], config.train_crop, gen)
+            x = ((x - config.mean) / config.std).contiguous(memory_format=torch.channels_last)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y_train[idx], label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(-1) == y_train[idx]).sum().item()
+            total += len(idx)
+        val_acc = float((predict(model, images[val_idx], config.image_size).argmax(-1) == y_all[val_idx]).mean())
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / total, "train_acc": correct / total,
+               "val_acc": val_acc, "elapsed_s": time.time() - t0}
+        log.append(row)
+        print(json.dumps(row), flush=True)
+    train_seconds = time.time() - t0
+
+    # The inference crop is picked on the validation split, never on a test usage.
+    crop_acc = {crop: float((predict(model, images[val_idx], crop).argmax(-1) == y_all[val_idx]).mean())
+                for crop in (config.image_size, config.train_crop)}
+    best_crop = max(crop_acc, key=lambda c: (crop_acc[c], c))
+    config.image_size = best_crop
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to(memory_format=torch.contiguous_format)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    tests = {}
+    for name in sorted(set(map(str, usage)) - {"Training"}):
+        idx = np.flatnonzero(usage == name)
+        pred = predict(model, images[idx], best_crop).argmax(-1)
+        y = y_all[idx]
+        conf = np.zeros((len(FER_CLASSES), len(FER_CLASSES)), dtype=int)
+        np.add.at(conf, (y, pred), 1)
+        tests[name] = {"n": int(len(idx)), "accuracy": float((pred == y).mean()),
+                       "per_class_recall": {c: float(conf[i, i] / max(conf[i].sum(), 1)) for i, c in enumerate(FER_CLASSES)},
+                       "confusion": conf.tolist()}
+
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    n_params = sum(p.numel() for p in model.parameters())
+    lines = [
+        "# FER2013 face-expression CNN (offline visual backend `fer2013-cnn`)", "",
+        f"Command: `{command}`", "",
+        f"- training images: {len(train_idx)} (FER2013 `Training` minus a seeded 5% validation split of {n_val})",
+        f"- model: {n_params:,} parameters, widths {list(config.widths)}, feature dim {config.widths[-1]}",
+        f"- training time: {train_seconds / 60:.1f} min on {args.threads} CPU threads, {args.epochs} epochs",
+        f"- inference crop chosen on the validation split: {best_crop}px (val accuracy {crop_acc})",
+        "- test-time: probabilities averaged over the face and its mirror image", "",
+        "| usage | n | 7-class accuracy |", "|---|---|---|",
+    ]
+    lines += [f"| {k} | {v['n']} | {v['accuracy']:.4f} |" for k, v in tests.items()]
+    for k, v in tests.items():
+        lines += ["", f"Per-class recall on {k}: " + ", ".join(f"{c} {r:.2f}" for c, r in v["per_class_recall"].items())]
+    lines += ["", "Per epoch:", "", "| epoch | train loss | train acc | val acc | elapsed s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {r['val_acc']:.4f} | {r['elapsed_s']:.0f} |"
+              for r in log]
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text("\n".join(lines) + "\n")
+    Path(args.results).with_suffix(".json").write_text(json.dumps(
+        {"command": command, "tests": tests, "val_crop_accuracy": crop_acc, "log": log,
+         "train_seconds": train_seconds, "n_params": n_params}, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

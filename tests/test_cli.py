@@ -1,0 +1,88 @@
+"""`python -m armer.train` and `python -m armer.evaluate` end to end on a tiny tree."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from armer.missing import DROP_PATTERNS, MISSING_RATES
+from armer.synthetic import write_synthetic_merbench
+from conftest import DIMS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def data_args(tree: dict) -> list[str]:
+    return ["--features_root", tree["features_root"], "--label_path", tree["label_path"],
+            "--audio_feature", tree["audio_feature"], "--text_feature", tree["text_feature"],
+            "--video_feature", tree["video_feature"]]
+
+
+@pytest.fixture(scope="module")
+def cli_tree(tmp_path_factory):
+    return write_synthetic_merbench(tmp_path_factory.mktemp("cli"), n_train=60, n_tests=(30, 20), dims=DIMS,
+                                    missing_rate=0.2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(cli_tree, tmp_path_factory):
+    save_root = tmp_path_factory.mktemp("run")
+    result = run("armer.train", *data_args(cli_tree), "--save_root", str(save_root), "--epochs", "3",
+                 "--num_folds", "2", "--hidden_dim", "16", "--no-use_proxy_attention", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    return save_root, result
+
+
+def test_train_writes_log_checkpoint_and_summary_with_every_condition(trained_run):
+    save_root, result = trained_run
+    assert "fold 2 epoch 3/3" in result.stderr  # progress per epoch
+    assert (save_root / "train.log").read_text().count("epoch") >= 6
+    assert {p.name for p in (save_root / "checkpoint").iterdir()} == {"config.json", "model.safetensors"}
+    config = json.loads((save_root / "checkpoint" / "config.json").read_text())
+    assert config["model"]["use_proxy_attention"] is False and config["num_members"] == 2
+    assert config["features"]["audio"] == {"name": "synth-audio-UTT", "dim": 16}
+    summary = json.loads((save_root / "summary.json").read_text())
+    assert set(summary["results"]) == {"test1", "test2"}
+    conditions = summary["results"]["test1"]
+    assert {"full", *DROP_PATTERNS, "missing_rate"} <= set(conditions)
+    assert set(conditions["missing_rate"]) == {f"{r:.1f}" for r in MISSING_RATES} | {"mean"}
+    for metrics in [conditions["full"], conditions["audio_only"], conditions["missing_rate"]["mean"]]:
+        assert {"waf", "acc", "val_mse"} <= set(metrics)
+        assert 0.0 <= metrics["waf"] <= 1.0
+
+
+def test_evaluate_scores_a_checkpoint_with_noise_as_json_and_markdown(trained_run, cli_tree, tmp_path):
+    save_root, _ = trained_run
+    out = tmp_path / "eval"
+    result = run("armer.evaluate", "--checkpoint", str(save_root), "--features_root", cli_tree["features_root"],
+                 "--label_path", cli_tree["label_path"], "--noise_levels", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"test1", "test2"}
+    assert set(results["test1"]["noise"]) == {"audio@1", "text@1", "video@1"}
+    table = (out / "results.md").read_text()
+    assert "| noise audio@1 |" in table and "| missing r=mean |" in table and table == result.stdout
+
+
+def test_bad_paths_exit_with_a_clear_message(tiny_tree, tmp_path):
+    result = run("armer.train", *data_args({**tiny_tree, "features_root": str(tmp_path / "missing")}),
+                 "--save_root", str(tmp_path / "r"))
+    assert result.returncode == 2 and "features root" in result.stderr and "Traceback" not in result.stderr
+    result = run("armer.evaluate", "--checkpoint", str(tmp_path), "--features_root", tiny_tree["features_root"],
+                 "--label_path", tiny_tree["label_path"])
+    assert result.returncode == 2 and "no config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_boolean_flags_can_be_switched_off():
+    help_text = run("armer.train", "--help").stdout
+    for flag in ("--use_vae", "--no-use_vae", "--use_proxy_attention", "--no-use_proxy_attention",
+                 "--kl_weight", "--recon_weight", "--cross_kl_weight", "--fusion_temperature",
+                 "--num_attention_heads", "--modality_dropout", "--modality_dropout_warmup", "--hidden_dim", "--dropout"):
+        assert flag in help_text

@@ -1,0 +1,937 @@
+"""The MERBench plug-in against a MERBench-shaped tree that these tests write.
+
+The tree has upstream MERBench's file names and, in the files the installer edits or the import
+chain touches, upstream's structures (zeroQiaoba/MERTools, folder MERBench): the relative imports
+and the `MODEL_MAP` dict literal inside `get_models.__init__` (8-space indent, comment lines, a
+blank line before the closing brace), `MODEL_DATASET_MAP` in `get_datasets.__init__`,
+model-tune.yaml's per-model sections of value lists, and main-release.py's argparse block under
+`if __name__ == '__main__':` followed by the yaml draw and `merge_args_config`. The code in it is
+written for these tests (small, CPU), not copied from MERBench.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from armer.config import ModelConfig
+from armer.merbench import installer
+from armer.merbench.adapter import AttentionRobust, AttentionRobustV2, config_from_args
+from armer.merbench.installer import MERBenchError, NotMERBenchError, install, strip_blocks, uninstall
+
+REPO = Path(__file__).resolve().parents[1]
+DIMS = {"audio": 16, "text": 24, "video": 12}
+FEATURES = {"audio": "chinese-hubert-large-UTT", "text": "Baichuan-13B-Base-UTT", "video": "clip-vit-large-patch14-UTT"}
+
+# --------------------------------------------------------------------------- the MERBench tree
+
+MODELS_INIT = '''\
+"""
+get_models: get models and load default configs;
+link: https://github.com/thuiar/MMSA-FET/tree/master
+"""
+import torch
+
+from .tfn import TFN
+from .lmf import LMF
+from .mfn import MFN
+from .mfm import MFM
+from .mult import MULT
+from .misa import MISA
+from .mctn import MCTN
+from .mmim import MMIM
+from .graph_mfn import Graph_MFN
+from .attention import Attention
+
+class get_models(torch.nn.Module):
+    def __init__(self, args):
+        super(get_models, self).__init__()
+        # misa/mmim can explode under some settings; tfn needs much memory
+
+        MODEL_MAP = {
+            
+            # utterance-level fusion: utt / align / unalign
+            'attention': Attention,
+            'lmf': LMF,
+            'misa': MISA,
+            'mmim': MMIM,
+            'tfn': TFN,
+            
+            # align only
+            'mfn': MFN, # slow
+            'graph_mfn': Graph_MFN, # slow
+            'mfm': MFM, # slow
+            'mctn': MCTN, # slow
+
+            # align / unalign
+            'mult': MULT, # slow
+
+        }
+        self.model = MODEL_MAP[args.model](args)
+
+    def forward(self, batch):
+        return self.model(batch)
+'''
+
+DATA_INIT = '''\
+from torch.utils.data import Dataset
+
+from .feat_data import Data_Feat
+
+# (names, labels, data_type) -> features and labels
+class get_datasets(Dataset):
+
+    def __init__(self, args, names, labels):
+
+        MODEL_DATASET_MAP = {
+            
+            # features
+            'attention': Data_Feat,
+            'lf_dnn': Data_Feat,
+            'lmf': Data_Feat,
+            'misa': Data_Feat,
+            'mmim': Data_Feat,
+            'tfn': Data_Feat,
+            'mfn': Data_Feat,
+            'graph_mfn': Data_Feat,
+            'ef_lstm': Data_Feat, 
+            'mfm': Data_Feat,
+            'mctn': Data_Feat,
+            'mult': Data_Feat,
+
+        }
+
+        self.dataset_class = MODEL_DATASET_MAP[args.model]
+        self.dataset = self.dataset_class(args, names, labels)
+
+    def __len__(self):
+        return self.dataset.__len__()
+
+    def __getitem__(self, index):
+        return self.dataset.__getitem__(index)
+
+    def collater(self, instances):
+        return self.dataset.collater(instances)
+         
+    def get_featdim(self):
+        return self.dataset.get_featdim()'''  # upstream ends without a final newline
+
+FEAT_DATA = '''\
+import os
+import torch
+import numpy as np
+from torch.utils.data import Dataset
+from toolkit.globals import config
+
+class Data_Feat(Dataset):
+    def __init__(self, args, names, labels):
+        self.names, self.labels = names, labels
+        feat_root = config.PATH_TO_FEATURES[args.dataset]
+        assert args.feat_type == 'utt' and args.feat_scale == 1
+        feats = []
+        for feature in [args.audio_feature, args.text_feature, args.video_feature]:
+            arrays = [np.load(os.path.join(feat_root, feature, name + '.npy')) for name in names]
+            feats.append([a.reshape(-1, a.shape[-1]).mean(axis=0) for a in arrays])  # utt: mean over time
+        self.audios, self.texts, self.videos = feats
+        self.adim, self.tdim, self.vdim = [len(f[0]) for f in feats]
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index):
+        return dict(audio=self.audios[index], text=self.texts[index], video=self.videos[index],
+                    emo=self.labels[index]['emo'], val=self.labels[index]['val'], name=self.names[index])
+
+    def collater(self, instances):
+        batch = dict(
+            audios = torch.FloatTensor(np.array([i['audio'] for i in instances])),
+            texts  = torch.FloatTensor(np.array([i['text'] for i in instances])),
+            videos = torch.FloatTensor(np.array([i['video'] for i in instances])),
+        )
+        emos  = torch.LongTensor([i['emo'] for i in instances])
+        vals  = torch.FloatTensor([i['val'] for i in instances])
+        names = [i['name'] for i in instances]
+        return batch, emos, vals, names
+
+    def get_featdim(self):
+        return self.adim, self.tdim, self.vdim
+'''
+
+ENCODER = '''\
+import torch.nn as nn
+
+class MLPEncoder(nn.Module):
+    def __init__(self, in_size, hidden_size, dropout):
+        super(MLPEncoder, self).__init__()
+        self.net = nn.Sequential(nn.Linear(in_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+'''
+
+ATTENTION = '''\
+import torch
+import torch.nn as nn
+from .modules.encoder import MLPEncoder
+
+class Attention(nn.Module):
+    def __init__(self, args):
+        super(Attention, self).__init__()
+        self.grad_clip = args.grad_clip
+        self.audio_encoder = MLPEncoder(args.audio_dim, args.hidden_dim, args.dropout)
+        self.text_encoder  = MLPEncoder(args.text_dim,  args.hidden_dim, args.dropout)
+        self.video_encoder = MLPEncoder(args.video_dim, args.hidden_dim, args.dropout)
+        self.attention_mlp = MLPEncoder(args.hidden_dim * 3, args.hidden_dim, args.dropout)
+        self.fc_att   = nn.Linear(args.hidden_dim, 3)
+        self.fc_out_1 = nn.Linear(args.hidden_dim, args.output_dim1)
+        self.fc_out_2 = nn.Linear(args.hidden_dim, args.output_dim2)
+
+    def forward(self, batch):
+        hidden = [self.audio_encoder(batch['audios']), self.text_encoder(batch['texts']), self.video_encoder(batch['videos'])]
+        attention = self.fc_att(self.attention_mlp(torch.cat(hidden, dim=1))).unsqueeze(2)
+        features = torch.matmul(torch.stack(hidden, dim=2), attention).squeeze(2)
+        return features, self.fc_out_1(features), self.fc_out_2(features), torch.tensor(0.0, device=features.device)
+'''
+
+TUNE_YAML = """\
+tfn:
+  hidden_dim: [64, 128]
+  dropout: [0.2, 0.3, 0.4, 0.5]
+  grad_clip: [-1.0]
+  lr: [1e-3, 1e-4]
+
+misa:
+  dropout: [0.2, 0.3, 0.4, 0.5]
+  hidden_dim: [64, 128, 256]
+  sim_weight: [0.0, 0.1, 0.2]
+  diff_weight: [0.0, 0.1, 0.2]
+  recon_weight: [0.0, 0.1, 0.2]
+  grad_clip: [-1.0, 0.8, 1.0]
+  lr: [1e-3, 1e-4]
+
+mult:
+  layers: [2, 4, 6]
+  dropout: [0.0, 0.1, 0.2, 0.3]
+  num_heads: [8]
+  hidden_dim: [64, 128, 256]
+  conv1d_kernel_size: [1, 3]
+  grad_clip: [0.6, 0.8, 1.0]
+  lr: [1e-3, 1e-4]
+
+attention:
+  hidden_dim: [64, 128, 256]
+  dropout: [0.2, 0.3, 0.4, 0.5]
+  grad_clip: [-1.0]
+  lr: [0.001]
+"""
+
+GLOBALS = """\
+## emotion mapping functions
+emos_mer = ['neutral', 'angry', 'happy', 'sad', 'worried',  'surprise']
+emo2idx_mer, idx2emo_mer = {}, {}
+for ii, emo in enumerate(emos_mer): emo2idx_mer[emo] = ii
+for ii, emo in enumerate(emos_mer): idx2emo_mer[ii] = emo
+
+import sys
+sys.path.append("../..")
+import config
+"""
+
+FUNCTIONS = '''\
+import random
+import argparse
+
+from toolkit.globals import *
+
+# config -> args: only keys that args lacks or holds as None
+def merge_args_config(args, config):
+    args_dic = vars(args)
+    for key in config:
+        if key not in args_dic or args_dic[key] is None:
+            args_dic[key] = config[key]
+    return argparse.Namespace(**args_dic)
+
+# draw one value per hyper-parameter list of model-tune.yaml
+def func_random_select(config):
+    for key in config:
+        config[key] = config[key][random.randint(0, len(config[key]) - 1)]
+    return config
+'''
+
+DATALOADER_INIT = """\
+from .mer2023 import MER2023
+
+class get_dataloaders:
+
+    def __init__(self, args):
+        DATALOADER_MAP = {
+            'MER2023': MER2023,
+        }
+        self.dataloader = DATALOADER_MAP[args.dataset](args)
+
+    def get_loaders(self):
+        return self.dataloader.get_loaders()
+"""
+
+MER2023 = """\
+import numpy as np
+from torch.utils.data import DataLoader
+from torch.utils.data.sampler import SubsetRandomSampler
+
+from ..globals import *
+from toolkit.data import get_datasets
+
+# train is split into folds for cross-validation; test1 is the test set (upstream: 5 folds, 3 tests)
+class MER2023:
+
+    def __init__(self, args):
+        self.args = args
+        self.num_folder = 2
+        self.label_path = config.PATH_TO_LABEL[args.dataset]
+        args.output_dim1 = 6
+        args.output_dim2 = 1
+        args.metric_name = 'emoval'
+
+    def read_names_labels(self, data_type):
+        corpus = np.load(self.label_path, allow_pickle=True)[data_type + '_corpus'].tolist()
+        names = sorted(corpus)
+        labels = [{'emo': emo2idx_mer[corpus[n]['emo']], 'val': corpus[n]['val']} for n in names]
+        return names, labels
+
+    def get_loaders(self):
+        names, labels = self.read_names_labels('train')
+        dataset = get_datasets(self.args, names, labels)
+        folds = np.array_split(np.random.permutation(len(names)), self.num_folder)
+        train_loaders, eval_loaders = [], []
+        for ii in range(self.num_folder):
+            train_idxs = np.concatenate([f for jj, f in enumerate(folds) if jj != ii])
+            for idxs, store in [(train_idxs, train_loaders), (folds[ii], eval_loaders)]:
+                store.append(DataLoader(dataset, batch_size=self.args.batch_size, sampler=SubsetRandomSampler(idxs),
+                                        num_workers=self.args.num_workers, collate_fn=dataset.collater))
+        names, labels = self.read_names_labels('test1')
+        test = get_datasets(self.args, names, labels)
+        test_loaders = [DataLoader(test, batch_size=self.args.batch_size, shuffle=False, collate_fn=test.collater)]
+        return train_loaders, eval_loaders, test_loaders
+"""
+
+MAIN_RELEASE = '''\
+import os
+import json
+import random
+import argparse
+import numpy as np
+import yaml  # upstream: from omegaconf import OmegaConf
+
+import torch
+import torch.optim as optim
+
+from toolkit.utils.functions import *
+from toolkit.models import get_models
+from toolkit.dataloader import get_dataloaders
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'  # upstream calls .cuda()
+
+def train_or_eval_model(args, model, reg_loss, cls_loss, dataloader, epoch, optimizer=None, train=False):
+    losses, epochs_seen = [], None
+    assert not train or optimizer!=None
+    if train:
+        model.train()
+        epochs_seen = int(getattr(model.model, 'epoch', -1))  # instrumentation for the test
+    else:
+        model.eval()
+    for iter, data in enumerate(dataloader):
+        if train:
+            optimizer.zero_grad()
+        batch, emos, vals, bnames = data
+        for key in batch: batch[key] = batch[key].to(DEVICE)
+        emos, vals = emos.to(DEVICE), vals.to(DEVICE)
+        features, emos_out, vals_out, interloss = model(batch)
+        loss = interloss
+        if args.output_dim1 != 0:
+            loss = loss + cls_loss(emos_out, emos)
+        if args.output_dim2 != 0:
+            loss = loss + reg_loss(vals_out, vals)
+        losses.append(loss.item())
+        if train:
+            loss.backward()
+            if model.model.grad_clip != -1:
+                torch.nn.utils.clip_grad_value_([param for param in model.parameters() if param.requires_grad], model.model.grad_clip)
+            optimizer.step()
+    return float(np.mean(losses)), epochs_seen
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser()
+
+    # Params for datasets
+    parser.add_argument('--dataset', type=str, default=None, help='dataset')
+    parser.add_argument('--train_dataset', type=str, default=None, help='train dataset')
+    parser.add_argument('--test_dataset',  type=str, default=None, help='test dataset')
+    parser.add_argument('--save_root', type=str, default='./saved', help='save prediction results and models')
+    parser.add_argument('--debug', action='store_true', default=False, help='whether use debug to limit samples')
+    parser.add_argument('--savemodel', action='store_true', default=False, help='whether to save model, default: False')
+    parser.add_argument('--save_iters', type=int, default=1e8, help='save models per iters')
+
+    # Params for feature inputs
+    parser.add_argument('--audio_feature', type=str, default=None, help='audio feature name')
+    parser.add_argument('--text_feature',  type=str, default=None, help='text feature name')
+    parser.add_argument('--video_feature', type=str, default=None, help='video feature name')
+    parser.add_argument('--feat_type',  type=str, default=None, help='feature type [utt, frm_align, frm_unalign]')
+    parser.add_argument('--feat_scale', type=int, default=None, help='pre-compress input from [seqlen, dim] -> [seqlen/scale, dim]')
+    # Params for raw inputs
+    parser.add_argument('--e2e_name', type=str, default=None, help='e2e pretrained model names')
+    parser.add_argument('--e2e_dim',  type=int, default=None, help='e2e pretrained model hidden size')
+
+    # Params for model
+    parser.add_argument('--n_classes', type=int, default=None, help='number of classes [defined by args.label_path]')
+    parser.add_argument('--hyper_path', type=str, default=None, help='whether choose fixed hyper-params [default use hyperparam tuning]')
+    parser.add_argument('--model', type=str, default=None, help='model name for training')
+
+    # Params for training
+    parser.add_argument('--lr', type=float, default=None, metavar='lr', help='set lr rate')
+    parser.add_argument('--lr_adjust', type=str, default='case1', help='[case1, case2]')
+    parser.add_argument('--l2', type=float, default=0.00001, metavar='L2', help='L2 regularization weight')
+    parser.add_argument('--batch_size', type=int, default=32, metavar='BS', help='batch size [deal with OOM]')
+    parser.add_argument('--num_workers', type=int, default=0, metavar='nw', help='number of workers')
+    parser.add_argument('--epochs', type=int, default=100, metavar='E', help='number of epochs')
+    parser.add_argument('--print_iters', type=int, default=1e8, help='print per-iteartion')
+    parser.add_argument('--gpu', default=0, type=int, help='GPU id to use')
+    args = parser.parse_args()
+    random.seed(0); np.random.seed(0); torch.manual_seed(0)  # the test wants a reproducible run
+
+    if args.feat_type == 'utt':
+        args.feat_scale = 1
+
+    ## generate model_config
+    if args.hyper_path is None:
+        with open('toolkit/model-tune.yaml') as f:
+            model_config = yaml.safe_load(f)[args.model]
+        model_config = func_random_select(model_config)
+    else:
+        with open(args.hyper_path) as f:
+            model_config = yaml.safe_load(f)[args.model]
+    args = merge_args_config(args, model_config) # merge params
+
+    dataloader_class = get_dataloaders(args)
+    train_loaders, eval_loaders, test_loaders = dataloader_class.get_loaders()
+    args.audio_dim, args.text_dim, args.video_dim = train_loaders[0].dataset.get_featdim()
+
+    report = {'args': {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}, 'folds': []}
+    for ii in range(len(train_loaders)):
+        model = get_models(args).to(DEVICE)
+        reg_loss = torch.nn.MSELoss().to(DEVICE)
+        cls_loss = torch.nn.CrossEntropyLoss().to(DEVICE)
+        optimizer = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.l2)
+        fold = {'model_class': type(model.model).__name__, 'train_loss': [], 'eval_loss': [], 'epochs_seen': []}
+        for epoch in range(args.epochs):
+            train_loss, seen = train_or_eval_model(args, model, reg_loss, cls_loss, train_loaders[ii], epoch=epoch, optimizer=optimizer, train=True)
+            eval_loss, _ = train_or_eval_model(args, model, reg_loss, cls_loss, eval_loaders[ii], epoch=epoch, optimizer=None, train=False)
+            for test_loader in test_loaders:
+                train_or_eval_model(args, model, reg_loss, cls_loss, test_loader, epoch=epoch, optimizer=None, train=False)
+            fold['train_loss'].append(train_loss); fold['eval_loss'].append(eval_loss); fold['epochs_seen'].append(seen)
+        report['folds'].append(fold)
+    os.makedirs(args.save_root, exist_ok=True)
+    with open(os.path.join(args.save_root, 'report.json'), 'w') as f:
+        json.dump(report, f)
+'''
+
+STUB = '''\
+import torch.nn as nn
+
+class {name}(nn.Module):
+    def __init__(self, args):
+        super({name}, self).__init__()
+        raise NotImplementedError('not part of the test tree')
+'''
+
+
+def write_merbench(root: Path, n_train: int = 48, n_test: int = 16) -> Path:
+    """A MERBench checkout at `root` with random MER2023-style features and labels."""
+    dataset = root / "dataset" / "mer2023-dataset-process"
+    files = {
+        "config.py": (
+            "import os\n"
+            f"DATA_DIR = {{\n\t'MER2023': {str(dataset)!r},\n}}\n"
+            "PATH_TO_FEATURES = {\n\t'MER2023': os.path.join(DATA_DIR['MER2023'], 'features'),\n}\n"
+            "PATH_TO_LABEL = {\n\t'MER2023': os.path.join(DATA_DIR['MER2023'], 'label-6way.npz'),\n}\n"
+        ),
+        "main-release.py": MAIN_RELEASE,
+        "run.sh": "python -u main-release.py --model='attention' --feat_type='utt' --dataset='MER2023' --gpu=0\n",
+        "toolkit/globals.py": GLOBALS,
+        "toolkit/model-tune.yaml": TUNE_YAML,
+        "toolkit/models/__init__.py": MODELS_INIT,
+        "toolkit/models/attention.py": ATTENTION,
+        "toolkit/models/modules/encoder.py": ENCODER,
+        "toolkit/data/__init__.py": DATA_INIT,
+        "toolkit/data/feat_data.py": FEAT_DATA,
+        "toolkit/dataloader/__init__.py": DATALOADER_INIT,
+        "toolkit/dataloader/mer2023.py": MER2023,
+        "toolkit/utils/functions.py": FUNCTIONS,
+    }
+    stubs = {"tfn": "TFN", "lmf": "LMF", "mfn": "MFN", "mfm": "MFM", "mult": "MULT", "misa": "MISA",
+             "mctn": "MCTN", "mmim": "MMIM", "graph_mfn": "Graph_MFN"}
+    files.update({f"toolkit/models/{module}.py": STUB.format(name=cls) for module, cls in stubs.items()})
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(text.encode("utf-8"))
+
+    # Features: <features>/<extractor>-UTT/<name>.npy; labels learnable from the text features.
+    rng = np.random.default_rng(0)
+    emotions = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
+    projection = rng.normal(size=(DIMS["text"], len(emotions)))
+    corpora = {}
+    for split, count in (("train", n_train), ("test1", n_test)):
+        corpus = {}
+        for index in range(count):
+            name = f"sample_{split}_{index:03d}"
+            feats = {m: rng.normal(size=(DIMS[m],)).astype(np.float32) for m in DIMS}
+            if index % 7 == 3:
+                feats["video"][:] = 0.0  # a missing modality, zero-filled as in MERBench
+            for modality, feat in feats.items():
+                folder = dataset / "features" / FEATURES[modality]
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / f"{name}.npy", feat)
+            emo = emotions[int(np.argmax(feats["text"] @ projection))]
+            corpus[name] = {"emo": emo, "val": float(feats["text"][:4].sum())}
+        corpora[f"{split}_corpus"] = corpus
+    dataset.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(dataset / "label-6way.npz", **corpora)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and keeps a busy 2-core machine from thrashing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def merbench(tmp_path: Path) -> Path:
+    return write_merbench(tmp_path / "MERTools" / "MERBench")
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def dict_keys(text: str, name: str) -> dict[str, str]:
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return {k.value: ast.unparse(v) for k, v in zip(node.value.keys, node.value.values)}
+    raise AssertionError(f"{name} not found")
+
+
+# --------------------------------------------------------------------------- installer
+
+def test_install_registers_both_models_in_upstream_structures(merbench: Path):
+    before = snapshot(merbench)
+    result = install(merbench)
+    assert sorted(result.changed) == sorted([
+        "main-release.py", "toolkit/data/__init__.py", "toolkit/model-tune.yaml", "toolkit/models/__init__.py",
+        "toolkit/models/attention_robust.py", "toolkit/models/attention_robust_v2.py",
+    ])
+    models_init = (merbench / "toolkit/models/__init__.py").read_text()
+    compile(models_init, "toolkit/models/__init__.py", "exec")  # the earlier installer's IndentationError
+    model_map = dict_keys(models_init, "MODEL_MAP")
+    assert model_map["attention_robust_v2"] == "AttentionRobustV2"
+    assert model_map["attention_robust"] == "AttentionRobust"
+    assert model_map["mult"] == "MULT" and len(model_map) == 12
+    assert "from .attention_robust_v2 import AttentionRobustV2\n" in models_init
+
+    data_map = dict_keys((merbench / "toolkit/data/__init__.py").read_text(), "MODEL_DATASET_MAP")
+    assert data_map["attention_robust_v2"] == "Data_Feat" and data_map["attention_robust"] == "Data_Feat"
+
+    tune = yaml.safe_load((merbench / "toolkit/model-tune.yaml").read_text())
+    seed = {  # the seed's defaults, plus MERBench's grad_clip and a learning rate
+        "hidden_dim": [128], "dropout": [0.35], "use_vae": [True], "kl_weight": [0.01], "recon_weight": [0.1],
+        "cross_kl_weight": [0.01], "use_proxy_attention": [True], "fusion_temperature": [1.0],
+        "num_attention_heads": [4], "modality_dropout": [0.15], "modality_dropout_warmup": [20],
+        "grad_clip": [-1.0], "lr": [0.001],
+    }
+    v2 = tune["attention_robust_v2"]
+    assert {key: v2[key] for key in seed} == seed
+    defaults = ModelConfig()
+    assert all(v2[key] == [getattr(defaults, key)] for key in v2 if key not in ("lr",))  # later settings too
+    assert "use_vae" not in tune["attention_robust"]
+    assert tune["attention_robust"]["modality_dropout"] == [defaults.modality_dropout]
+    assert tune["tfn"] == yaml.safe_load(TUNE_YAML)["tfn"]
+
+    main = (merbench / "main-release.py").read_text()
+    flags = {node.args[0].value for node in ast.walk(ast.parse(main))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"}
+    for flag in ("use_vae", "kl_weight", "recon_weight", "cross_kl_weight", "use_proxy_attention", "fusion_temperature",
+                 "num_attention_heads", "modality_dropout", "modality_dropout_warmup", "hidden_dim", "dropout"):
+        assert f"--{flag}" in flags
+    # The flags sit right before parse_args(), inside the __main__ block, at its indentation.
+    assert "    # <<< armer-merbench <<<\n    args = parser.parse_args()\n" in main
+
+    # Nothing but whole marked lines was added; the originals are backed up byte for byte.
+    for rel in ("main-release.py", "toolkit/models/__init__.py", "toolkit/data/__init__.py"):
+        assert strip_blocks((merbench / rel).read_text()).encode() == before[rel]
+        assert (merbench / ".armer-merbench/backup" / rel).read_bytes() == before[rel]
+    shim = (merbench / "toolkit/models/attention_robust_v2.py").read_text()
+    assert "from armer.merbench.adapter import AttentionRobustV2" in shim
+
+
+def test_install_twice_changes_nothing(merbench: Path):
+    install(merbench)
+    after_first = snapshot(merbench)
+    result = install(merbench)
+    assert result.changed == []
+    assert any("nothing changed" in m for m in result.messages)
+    assert snapshot(merbench) == after_first
+
+
+def test_install_refreshes_an_outdated_block_and_uninstall_still_restores(merbench: Path):
+    """A block from an older armer (here: one flag missing) is replaced, not duplicated."""
+    before = snapshot(merbench)
+    install(merbench)
+    main = merbench / "main-release.py"
+    current = main.read_text()
+    outdated = "".join(line for line in current.splitlines(keepends=True) if "'--modality_noise'" not in line)
+    main.write_text(outdated)
+    result = install(merbench)
+    assert result.changed == ["main-release.py"] and main.read_text() == current
+    uninstall(merbench)
+    assert snapshot(merbench) == before
+
+
+def test_dry_run_prints_the_edits_and_writes_nothing(merbench: Path, capsys):
+    before = snapshot(merbench)
+    assert installer.main(["install", str(merbench), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "+++ b/toolkit/models/__init__.py" in out
+    assert "+            'attention_robust_v2': AttentionRobustV2,\n" in out
+    assert "+attention_robust_v2:\n" in out
+    assert "+    parser.add_argument('--use_vae'" in out
+    assert "+++ b/toolkit/models/attention_robust_v2.py" in out
+    assert snapshot(merbench) == before
+
+
+def test_uninstall_restores_every_file_byte_identical(merbench: Path):
+    before = snapshot(merbench)
+    install(merbench)
+    assert snapshot(merbench) != before
+    result = uninstall(merbench)
+    assert snapshot(merbench) == before  # shims and .armer-merbench/ gone, edited files as they were
+    assert "toolkit/models/attention_robust_v2.py" in result.changed
+    assert uninstall(merbench).changed == []  # a second uninstall has nothing to do
+
+
+def test_uninstall_keeps_changes_made_after_install(merbench: Path):
+    before = snapshot(merbench)
+    install(merbench)
+    main = merbench / "main-release.py"
+    main.write_text(main.read_text() + "print('my own change')\n")
+    result = uninstall(merbench)
+    assert main.read_bytes() == before["main-release.py"] + b"print('my own change')\n"
+    assert any("kept your other changes" in m for m in result.messages)
+
+
+def test_uninstall_refuses_damaged_markers_unless_forced(merbench: Path):
+    before = snapshot(merbench)
+    install(merbench)
+    init = merbench / "toolkit/models/__init__.py"
+    damaged = init.read_text().replace("# <<< armer-merbench <<<", "# (someone removed the end marker)", 1)
+    init.write_text(damaged)
+    with pytest.raises(MERBenchError, match="--force"):
+        uninstall(merbench)
+    assert init.read_text() == damaged  # refused: nothing changed
+    uninstall(merbench, force=True)
+    assert init.read_bytes() == before["toolkit/models/__init__.py"]
+    assert (merbench / "toolkit/models/__init__.py.armer-modified").read_text() == damaged
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "mertools_root", "half"])
+def test_not_a_merbench_checkout(tmp_path: Path, case: str, capsys):
+    if case == "empty":
+        path = tmp_path
+    elif case == "missing":
+        path = tmp_path / "does-not-exist"
+    elif case == "mertools_root":
+        write_merbench(tmp_path / "MERTools" / "MERBench", n_train=0, n_test=0)
+        path = tmp_path / "MERTools"
+    else:
+        path = write_merbench(tmp_path / "MERBench", n_train=0, n_test=0)
+        (path / "toolkit/model-tune.yaml").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(NotMERBenchError, match="not a MERBench checkout|does not exist"):
+        install(path)
+    assert installer.main(["install", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    if case == "mertools_root":
+        assert "Did you mean" in err and str(tmp_path / "MERTools" / "MERBench") in err
+    if case == "half":
+        assert "toolkit/model-tune.yaml" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_existing_model_of_the_same_name_is_a_clear_error(merbench: Path):
+    # A checkout that already has its own V1 `attention_robust` (as forks of MERBench do).
+    init = merbench / "toolkit/models/__init__.py"
+    init.write_text(init.read_text()
+                    .replace("from .attention import Attention\n", "from .attention import Attention\nfrom .attention import Attention as AttentionRobust\n")
+                    .replace("'attention': Attention,\n", "'attention': Attention,\n            'attention_robust': AttentionRobust,\n"))
+    before = snapshot(merbench)
+    with pytest.raises(MERBenchError, match="--models attention_robust_v2"):
+        install(merbench)
+    assert snapshot(merbench) == before
+    install(merbench, models="attention_robust_v2")
+    model_map = dict_keys(init.read_text(), "MODEL_MAP")
+    assert model_map["attention_robust"] == "AttentionRobust" and model_map["attention_robust_v2"] == "AttentionRobustV2"
+    assert not (merbench / "toolkit/models/attention_robust.py").exists()
+    uninstall(merbench)
+    assert snapshot(merbench) == before
+
+
+def test_other_layouts_crlf_and_one_line_maps(merbench: Path):
+    """Windows line endings and a one-line dict literal still give valid Python, and uninstall undoes them."""
+    init = merbench / "toolkit/models/__init__.py"
+    one_line = init.read_text().replace("MODEL_MAP = {", "MODEL_MAP = {'attention': Attention,\n            'x': None,", 1)
+    one_line = one_line.replace("'attention': Attention,\n            'lmf'", "'lmf'", 1)
+    init.write_bytes(one_line.replace("\n", "\r\n").encode())
+    data = merbench / "toolkit/data/__init__.py"
+    data.write_bytes(data.read_bytes().replace(b"\n", b"\r\n"))
+    before = snapshot(merbench)
+    install(merbench)
+    text = init.read_bytes().decode()
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
+    compile(text, "init", "exec")
+    assert "MODEL_MAP.update({'attention_robust_v2': AttentionRobustV2, 'attention_robust': AttentionRobust})" in text
+    assert install(merbench).changed == []
+    uninstall(merbench)
+    assert snapshot(merbench) == before
+
+
+# --------------------------------------------------------------------------- the model inside MERBench
+
+@pytest.fixture
+def installed_toolkit(merbench: Path):
+    """`toolkit` of an installed tree, imported the way MERBench's scripts do (from its root)."""
+    install(merbench)
+    saved_path = list(sys.path)
+    ours = lambda name: name in ("toolkit", "config") or name.startswith("toolkit.")  # noqa: E731
+    saved_modules = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in saved_modules:
+        del sys.modules[name]
+    sys.path.insert(0, str(merbench))
+    try:
+        from toolkit.data import get_datasets
+        from toolkit.models import get_models
+        from toolkit.utils.functions import func_random_select, merge_args_config
+
+        yield argparse.Namespace(get_models=get_models, get_datasets=get_datasets,
+                                 func_random_select=func_random_select, merge_args_config=merge_args_config, root=merbench)
+    finally:
+        sys.path[:] = saved_path
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved_modules)
+
+
+def merbench_args(root: Path, model: str, **overrides) -> argparse.Namespace:
+    """args as main-release.py builds them: flags (None = unset), then model-tune.yaml merged in."""
+    from toolkit.utils.functions import func_random_select, merge_args_config
+
+    args = argparse.Namespace(model=model, dataset="MER2023", feat_type="utt", feat_scale=1, lr=None,
+                              use_vae=None, kl_weight=None, hidden_dim=None, dropout=None)
+    vars(args).update(overrides)
+    tune = yaml.safe_load((root / "toolkit/model-tune.yaml").read_text())[model]
+    args = merge_args_config(args, func_random_select(tune))
+    args.audio_dim, args.text_dim, args.video_dim = DIMS["audio"], DIMS["text"], DIMS["video"]
+    args.output_dim1, args.output_dim2 = 6, 1
+    return args
+
+
+def random_batch(batch_size: int = 6, frames: int | None = None) -> dict[str, torch.Tensor]:
+    shape = (batch_size,) if frames is None else (batch_size, frames)
+    batch = {f"{m}s": torch.randn(*shape, DIMS[m]) for m in DIMS}
+    batch["videos"][0] = 0.0  # missing video, zero-filled
+    batch["audios"][1] = 0.0  # missing audio
+    return batch
+
+
+def test_registered_model_builds_and_trains_through_merbench_interface(installed_toolkit):
+    torch.manual_seed(0)
+    args = merbench_args(installed_toolkit.root, "attention_robust_v2", kl_weight=0.05)
+    model = installed_toolkit.get_models(args)
+    assert isinstance(model.model, AttentionRobustV2)
+    assert model.model.grad_clip == -1
+    config = model.model.config
+    assert (config.hidden_dim, config.kl_weight, config.use_vae, config.num_attention_heads) == (128, 0.05, True, 4)
+    assert (config.audio_dim, config.text_dim, config.video_dim) == (16, 24, 12)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    batch, emos, vals = random_batch(), torch.randint(0, 6, (6,)), torch.randn(6)
+    losses = []
+    for step in range(8):
+        model.train()
+        optimizer.zero_grad()
+        features, emos_out, vals_out, interloss = model(batch)
+        assert features.shape == (6, 128) and emos_out.shape == (6, 6) and vals_out.shape == (6, 1)
+        assert interloss.dim() == 0 and interloss.item() > 0
+        loss = interloss + torch.nn.functional.cross_entropy(emos_out, emos) + torch.nn.functional.mse_loss(vals_out.squeeze(1), vals)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+    model.eval()
+    with torch.no_grad():
+        out = model.model.output(batch)
+    assert out.weights[0, 2] == 0 and out.weights[1, 0] == 0  # zero-filled = missing: no fusion weight
+    assert torch.allclose(out.weights.sum(-1), torch.ones(6))
+
+
+def test_dataset_map_gives_merbench_feature_dataset(installed_toolkit):
+    args = merbench_args(installed_toolkit.root, "attention_robust_v2",
+                         audio_feature=FEATURES["audio"], text_feature=FEATURES["text"], video_feature=FEATURES["video"])
+    data = np.load(installed_toolkit.root / "dataset/mer2023-dataset-process/label-6way.npz", allow_pickle=True)
+    corpus = data["train_corpus"].tolist()
+    names = sorted(corpus)[:5]
+    labels = [{"emo": 0, "val": 0.0} for _ in names]
+    dataset = installed_toolkit.get_datasets(args, names, labels)
+    assert type(dataset.dataset).__name__ == "Data_Feat"
+    assert dataset.get_featdim() == (16, 24, 12)
+    batch, emos, vals, _ = dataset.collater([dataset[i] for i in range(5)])
+    model = installed_toolkit.get_models(args)
+    assert model(batch)[1].shape == (5, 6)
+
+
+def test_warmup_progresses_by_counting_eval_to_train_switches(installed_toolkit):
+    args = merbench_args(installed_toolkit.root, "attention_robust_v2", modality_dropout_warmup=4)
+    model = installed_toolkit.get_models(args)
+    seen = []
+    for epoch in range(6):
+        model.train()  # MERBench: train, then eval on the eval fold and on every test set
+        seen.append(model.model.epoch)
+        model.eval(); model.eval(); model.eval()
+    assert seen == [0, 1, 2, 3, 4, 5]
+    model.train(); model.train()  # train -> train is not a new epoch
+    assert model.model.epoch == 6
+    assert float(model.model.core.epoch) == 6.0  # the buffer armer.model's warm-up reads
+
+
+def test_v1_baseline_and_frame_level_features(installed_toolkit):
+    args = merbench_args(installed_toolkit.root, "attention_robust")
+    model = installed_toolkit.get_models(args)
+    assert isinstance(model.model, AttentionRobust)
+    features, emos_out, vals_out, interloss = model(random_batch())
+    assert emos_out.shape == (6, 6) and float(interloss) == 0.0
+
+    args = merbench_args(installed_toolkit.root, "attention", hidden_dim=32)  # upstream models still build
+    baseline = installed_toolkit.get_models(args)
+    assert type(baseline.model).__name__ == "Attention" and baseline(random_batch())[1].shape == (6, 6)
+
+    args = merbench_args(installed_toolkit.root, "attention_robust_v2", feat_type="frm_unalign", hidden_dim=32)
+    model = installed_toolkit.get_models(args)
+    features, emos_out, vals_out, interloss = model(random_batch(frames=5))
+    (emos_out.sum() + interloss).backward()
+    assert features.shape == (6, 32) and emos_out.shape == (6, 6)
+
+
+def test_adapter_reads_args_with_defaults_and_merbench_conventions():
+    args = argparse.Namespace(audio_dim=8, text_dim=8, video_dim=8, output_dim1=0, output_dim2=1, feat_type="utt",
+                              hidden_dim=16, dropout=0.1, grad_clip=0.8, use_vae="false", use_proxy_attention=None)
+    config = config_from_args(args, "attention_robust_v2")
+    assert config.use_vae is False and config.use_proxy_attention is True  # None: seed default
+    assert config.kl_weight == ModelConfig().kl_weight  # absent: seed default
+    model = AttentionRobustV2(args)
+    assert model.grad_clip == 0.8
+    _, emos_out, vals_out, _ = model({"audios": torch.randn(3, 8), "texts": torch.randn(3, 8), "videos": torch.randn(3, 8)})
+    assert emos_out.shape == (3, 0) and vals_out.shape == (3, 1)  # valence-only datasets (output_dim1 = 0)
+    with pytest.raises(ValueError, match="not a boolean"):
+        config_from_args(argparse.Namespace(use_vae="maybe"), "attention_robust_v2")
+
+
+def test_main_release_trains_the_installed_model(merbench: Path):
+    """MERBench's own entry script: flags, model-tune.yaml draw, get_models, the training loop."""
+    env = subprocess_env()
+    assert installer.main(["install", str(merbench), "--no-check"]) == 0
+    common = ["--feat_type", "utt", "--dataset", "MER2023", "--audio_feature", FEATURES["audio"],
+              "--text_feature", FEATURES["text"], "--video_feature", FEATURES["video"], "--batch_size", "8"]
+    flags = ["--model", "attention_robust_v2", "--epochs", "4", "--kl_weight", "0.05", "--modality_dropout_warmup", "2",
+             "--use_proxy_attention", "false", "--no-use_vae", "--save_root", "saved"]
+    run = subprocess.run([sys.executable, "main-release.py", *common, *flags], cwd=merbench, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads((merbench / "saved" / "report.json").read_text())
+    assert report["args"]["kl_weight"] == 0.05 and report["args"]["use_proxy_attention"] is False  # flags
+    assert report["args"]["use_vae"] is False  # --no-use_vae, armer.train's spelling
+    assert report["args"]["hidden_dim"] == 128 and report["args"]["recon_weight"] == 0.1  # model-tune.yaml
+    assert len(report["folds"]) == 2
+    for fold in report["folds"]:
+        assert fold["model_class"] == "AttentionRobustV2"
+        assert fold["epochs_seen"] == [0, 1, 2, 3]  # the warm-up progressed inside MERBench
+        assert np.isfinite(fold["train_loss"]).all() and fold["train_loss"][-1] < fold["train_loss"][0]
+
+
+def test_cli_install_checks_the_import_and_status(merbench: Path, monkeypatch, capsys):
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert installer.main(["install", str(merbench)]) == 0
+    out = capsys.readouterr().out
+    assert "ok attention_robust_v2 AttentionRobustV2" in out and "ok attention_robust AttentionRobust" in out
+    assert installer.main(["status", str(merbench)]) == 0
+    out = capsys.readouterr().out
+    assert "installed in" in out and "CHANGED" not in out and "problem" not in out
+    # When MERBench's Python cannot import armer (here: a module `armer` shadows the package), the
+    # check fails loudly and the shim names the fix; MERBench's other models still import.
+    (merbench / "armer.py").write_text("")
+    assert installer.main(["check", str(merbench)]) == 2
+    assert "needs the armer package" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- packaging
+
+def test_pyproject_keeps_the_model_light_and_the_extras_complete():
+    """`pip install .` needs only what the model needs; every line of requirements.txt is in an extra."""
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    core = {Requirement(line).name.lower() for line in project["dependencies"]}
+    assert core == {"torch", "numpy", "safetensors"}  # no gradio, transformers, ... in a MERBench environment
+    extras = project["optional-dependencies"]
+    assert {"train", "extractors", "demo", "test", "all"} <= set(extras)
+    listed = {}
+    for group in extras.values():
+        for line in group:
+            requirement = Requirement(line)
+            listed.setdefault(requirement.name.lower(), set()).add(str(requirement.specifier))
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        name = requirement.name.lower()
+        assert name in core or str(requirement.specifier) in listed.get(name, set()), (
+            f"requirements.txt has {line!r}; pyproject.toml's extras have {name} {listed.get(name)}")
+    assert "==2.14.1" in listed["torch"] and "==0.29.1" in listed["torchvision"]  # the pair, in [extractors]
+    find = pyproject["tool"]["setuptools"]["packages"]["find"]
+    assert "armer*" in find["include"] and "extractors*" in find["include"]

@@ -1,0 +1,157 @@
+"""AttentionRobustV2 and the V1 baseline on tiny configs (transformers-style model tests)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from armer.config import ModelConfig
+from armer.missing import DROP_PATTERNS, sample_modality_dropout
+from armer.model import AttentionRobust, AttentionRobustV2, create_model, list_models
+from conftest import DIMS, tiny_config
+
+MODELS = ["attention_robust_v2", "attention_robust"]
+
+
+def make_batch(batch: int = 8, frames: int | None = None) -> dict[str, torch.Tensor]:
+    shape = (lambda d: (batch, d)) if frames is None else (lambda d: (batch, frames, d))
+    return {"audios": torch.randn(shape(DIMS[0])), "texts": torch.randn(shape(DIMS[1])), "videos": torch.randn(shape(DIMS[2]))}
+
+
+def test_factory_builds_by_name_and_lists_valid_names():
+    assert isinstance(create_model(tiny_config("attention_robust_v2")), AttentionRobustV2)
+    assert isinstance(create_model(tiny_config("attention_robust")), AttentionRobust)
+    assert list_models() == ["attention_robust", "attention_robust_v2"]
+    with pytest.raises(ValueError, match="available"):
+        create_model(tiny_config("no_such_model"))
+
+
+def test_config_rejects_bad_values_with_the_values_named():
+    with pytest.raises(ValueError, match="hidden_dim=10 must be divisible by num_attention_heads=4"):
+        tiny_config(hidden_dim=10)
+    with pytest.raises(ValueError, match="feat_type='frames'"):
+        tiny_config(feat_type="frames")
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("feat_type,frames", [("utt", None), ("frm_align", 5)])
+def test_output_shapes_for_utterance_and_frame_inputs(name, feat_type, frames):
+    model = create_model(tiny_config(name, feat_type)).eval()
+    out = model(make_batch(8, frames))
+    features, emos, vals, interloss = out.merbench()
+    assert features.shape == (8, 16) and emos.shape == (8, 6) and vals.shape == (8, 1) and interloss.dim() == 0
+    assert out.weights.shape == (8, 3) and out.attention.shape == (8, 3)
+    assert torch.allclose(out.weights.sum(-1), torch.ones(8))
+    if name == "attention_robust_v2":
+        assert out.mu.shape == (8, 3, 16) and out.sigma.shape == (8, 3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("pattern", list(DROP_PATTERNS))
+def test_every_missing_pattern_gets_zero_weight_and_no_nan(name, pattern):
+    keep = torch.tensor(DROP_PATTERNS[pattern])
+    model = create_model(tiny_config(name, modality_dropout=0.0, modality_noise=0.0))
+    batch = make_batch()
+    for i, key in enumerate(("audios", "texts", "videos")):
+        batch[key] = batch[key] * keep[i]  # zero-filled, no mask: missing must be detected
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        out = model(batch)
+        assert torch.equal(out.weights[:, ~keep], torch.zeros(8, int((~keep).sum())))
+        assert torch.equal(out.attention[:, ~keep], torch.zeros(8, int((~keep).sum())))
+        assert (out.weights[:, keep] > 0).all()
+        if out.sigma is not None:
+            assert torch.equal(out.sigma[:, ~keep], torch.zeros(8, int((~keep).sum())))
+        loss = out.logits.logsumexp(-1).sum() + out.valence.sum() + out.interloss
+        model.zero_grad()
+        loss.backward()
+        for tensor in (out.logits, out.valence, out.weights, out.interloss):
+            assert torch.isfinite(tensor).all()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_explicit_mask_overrides_zero_detection_and_matches_zero_filling():
+    model = create_model(tiny_config()).eval()
+    batch = make_batch()
+    present = torch.tensor([[True, False, True]] * 8)
+    masked = model({**batch, "present": present})
+    zero_filled = model({**batch, "texts": torch.zeros_like(batch["texts"])})
+    assert torch.allclose(masked.logits, zero_filled.logits, atol=1e-6)
+    assert torch.equal(masked.weights[:, 1], torch.zeros(8))
+
+
+def test_a_sample_with_no_modality_is_a_clear_error():
+    model = create_model(tiny_config()).eval()
+    batch = make_batch(3)
+    batch["present"] = torch.tensor([[True, True, True], [False, False, False], [True, False, False]])
+    with pytest.raises(ValueError, match=r"samples \[1\] have no modality present"):
+        model(batch)
+
+
+def test_wrong_feature_dim_is_a_clear_error():
+    model = create_model(tiny_config()).eval()
+    batch = make_batch()
+    batch["texts"] = torch.randn(8, 7)
+    with pytest.raises(ValueError, match="text features have shape"):
+        model(batch)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batched_equals_single_in_eval(name):
+    model = create_model(tiny_config(name)).eval()
+    batch = make_batch(6)
+    full = model(batch).logits
+    single = torch.cat([model({k: v[i:i + 1] for k, v in batch.items()}).logits for i in range(6)])
+    assert torch.allclose(full, single, atol=1e-5)
+
+
+def test_modality_dropout_ramps_up_over_the_warmup_and_never_drops_everything():
+    model = create_model(tiny_config(modality_dropout=0.5, modality_dropout_warmup=10, modality_noise=0.0)).train()
+    batch = make_batch(4000)
+    model.set_epoch(0)
+    assert not (model(batch).present.logical_not()).any()  # epoch 0: warm-up has not started
+    model.set_epoch(5)
+    halfway = (~model(batch).present).any(-1).float().mean().item()
+    model.set_epoch(30)
+    out = model(batch)
+    after = (~out.present).any(-1).float().mean().item()
+    assert 0.2 < halfway < 0.3 and 0.45 < after < 0.55
+    assert out.present.any(-1).all()
+
+
+def test_modality_dropout_keeps_samples_that_have_a_single_modality():
+    present = torch.tensor([[True, False, False]] * 1000)
+    assert torch.equal(sample_modality_dropout(present, 1.0), present)
+
+
+def test_a_training_step_changes_the_prediction():
+    model = create_model(tiny_config()).train()
+    batch = make_batch(16)
+    labels = torch.randint(0, 6, (16,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.eval()
+    before = model(batch).logits.detach()
+    model.train()
+    for _ in range(5):
+        out = model({**batch, "emos": labels})
+        loss = torch.nn.functional.cross_entropy(out.logits, labels) + out.interloss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert not torch.allclose(before, model(batch).logits)
+    assert set(out.loss_terms) == {"kl", "recon", "cross_kl", "calibration"}
+    assert all(float(v.detach()) > 0 for v in out.loss_terms.values())
+
+
+def test_switching_components_off_removes_their_terms():
+    model = create_model(tiny_config(use_vae=False, recon_weight=0.0, use_proxy_attention=False)).train()
+    out = model(make_batch())
+    assert out.sigma is None and float(out.interloss) == 0.0
+    assert torch.allclose(out.weights, torch.full((8, 3), 1 / 3))  # equal fusion without uncertainty
+
+
+def test_config_round_trips_through_dict():
+    config = tiny_config(kl_weight=0.02)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="Unknown model config keys"):
+        ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
