@@ -77,3 +77,20 @@ def test_the_ensemble_averages_the_fold_models(trained):
         member_probs = [torch.softmax(m(batch).logits, -1) for m in result.ensemble.members]
         ensemble_probs = torch.softmax(result.ensemble(batch).logits, -1)
     assert torch.allclose(ensemble_probs, torch.stack(member_probs).mean(0), atol=1e-5)
+
+
+def test_frame_level_features_train_with_lstm_encoders(tmp_path):
+    from armer.data import load_dataset
+    from armer.synthetic import write_synthetic_merbench
+    from conftest import DIMS, feature_names
+
+    paths = write_synthetic_merbench(tmp_path, n_train=40, n_tests=(10,), dims=DIMS, seed=2)
+    for folder in (tmp_path / "features").iterdir():  # turn every utterance vector into 3 frames
+        for file in folder.glob("*.npy"):
+            vector = np.load(file)
+            np.save(file, np.stack([vector, 0.5 * vector, -vector]))
+    dataset = load_dataset(paths["features_root"], paths["label_path"], feature_names(paths), feat_type="frm_align")
+    assert dataset.train.features[0].shape == (40, 3, DIMS[0])
+    result = train_folds(dataset, tiny_config(feat_type="frm_align"), TrainConfig(epochs=2, num_folds=2, workers=1))
+    out = predict(result.ensemble, dataset.tests["test1"].features, dataset.tests["test1"].present)
+    assert out["probs"].shape == (10, 6) and np.isfinite(out["probs"]).all()

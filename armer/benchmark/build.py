@@ -1,0 +1,346 @@
+"""Build the paired emotion benchmark: EmoDB speech + FER2013 faces + MELD text, paired by class.
+
+Each EmoDB clip of the six shared classes is paired ``k`` times (default 8 for train, 4 for test)
+with a random FER2013 image and a random MELD utterance of the same class from the same split.
+Splits: EmoDB by speaker (``test_speakers``), FER2013 ``Training`` -> train and any other usage ->
+test, MELD ``train*.csv`` -> train and any other CSV -> test. Features are extracted once per
+source item (content-addressed cache outside the repository) and written as MERBench feature
+folders with a ``label-6way.npz``-style label file (no valence), so ``armer.train`` and
+``armer.evaluate`` run on it unchanged.
+
+Corpora in the label file:
+    train   clean training pairs (absent when the data root holds no training material)
+    test1   clean test pairs
+    test2   the same test pairs with every modality degraded: speech + white noise at 5-10 dB SNR,
+            faces blurred by down/up-sampling (x2 or x4), 30 % word drop-out in the text
+    test3   the test pairs with only the speech degraded
+    test4   the test pairs with only the text degraded
+    test5   the test pairs with only the face degraded
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from armer.benchmark.sources import (
+    CLASSES,
+    EMODB_SEX,
+    FER_TRAIN_USAGE,
+    Clip,
+    FerImages,
+    SourceError,
+    Utterance,
+    default_test_speakers,
+    read_emodb,
+    read_fer,
+    read_meld,
+    speakers,
+)
+from armer.data import save_label_file
+
+log = logging.getLogger(__name__)
+
+UNLABELLED_VALENCE = -10.0
+NOISE_CORPORA = {  # corpus -> the modalities degraded in it
+    "test2": ("audio", "text", "video"),
+    "test3": ("audio",),
+    "test4": ("text",),
+    "test5": ("video",),
+}
+CORPUS_DESCRIPTIONS = {
+    "train": "clean training pairs",
+    "test1": "clean test pairs",
+    "test2": "test pairs, every modality degraded (noise corpus)",
+    "test3": "test pairs, speech degraded only",
+    "test4": "test pairs, text degraded only",
+    "test5": "test pairs, face degraded only",
+}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ARMER_CACHE", Path.home() / ".cache" / "armer")) / "benchmark-features"
+
+
+@dataclass
+class BuildOptions:
+    data_root: Path
+    out: Path
+    seed: int = 0
+    k_train: int = 8
+    k_test: int = 4
+    test_speakers: list[str] | None = None  # None: automatic (see resolve_test_speakers); ["all"]: every speaker
+    extractors: dict[str, str] = field(default_factory=dict)  # modality -> registered backend name
+    cache_dir: Path | None = None
+    noise: bool = True
+    snr_db: tuple[float, float] = (5.0, 10.0)
+    blur_factors: tuple[int, ...] = (2, 4)
+    word_drop: float = 0.3
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str  # sample name in the label file and feature folders
+    corpus: str
+    clip: Clip
+    fer_index: int
+    utterance: Utterance
+
+
+def item_seed(seed: int, key: str) -> int:
+    """A stable per-item seed (independent of iteration order and of Python's hash seed)."""
+    return (zlib.crc32(key.encode("utf-8")) ^ (seed * 0x9E3779B1)) & 0x7FFFFFFF
+
+
+def resolve_test_speakers(requested: list[str] | None, clips: list[Clip], fer: FerImages,
+                          meld: list[Utterance]) -> list[str]:
+    present = speakers(clips)
+    if requested and [s.lower() for s in requested] == ["all"]:
+        return present
+    if requested:
+        unknown = sorted(set(requested) - set(present))
+        if unknown:
+            raise SourceError(f"test speakers {unknown} are not in the data root (speakers present: {present})")
+        return sorted(set(requested))
+    has_train_material = (fer.usages == FER_TRAIN_USAGE).any() and any(u.split == "train" for u in meld)
+    if not has_train_material:
+        return present  # a test-only root: every speaker is a test speaker
+    return default_test_speakers(present)
+
+
+def pair_sources(clips: list[Clip], fer: FerImages, meld: list[Utterance], test_speakers: list[str],
+                 k_train: int, k_test: int, seed: int) -> tuple[list[Pair], dict[str, Any]]:
+    """The paired samples of train and test1, deterministic for a seed; and what was skipped."""
+    rng = np.random.default_rng(seed)
+    by_split_label: dict[tuple[str, str], list[Utterance]] = {}
+    for u in meld:
+        by_split_label.setdefault((u.split, u.label), []).append(u)
+    pairs: list[Pair] = []
+    skipped: dict[str, int] = {}
+    for clip in clips:  # sorted by name
+        split = "test" if clip.speaker in test_speakers else "train"
+        corpus = "test1" if split == "test" else "train"
+        faces = fer.indices(split, clip.label)
+        texts = by_split_label.get((split, clip.label), [])
+        if len(faces) == 0 or not texts:
+            reason = f"{split}/{clip.label}: no " + ("FER2013 image" if len(faces) == 0 else "MELD utterance")
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        for k in range(k_test if split == "test" else k_train):
+            fer_index = int(faces[rng.integers(len(faces))])
+            utterance = texts[int(rng.integers(len(texts)))]
+            pairs.append(Pair(f"{corpus}-{clip.stem}-{k}", corpus, clip, fer_index, utterance))
+    return pairs, skipped
+
+
+def face_frames(gray: np.ndarray) -> list[np.ndarray]:
+    """A 48x48 grayscale face as the one-frame RGB uint8 list the video backends read."""
+    return [np.repeat(np.asarray(gray, dtype=np.uint8)[:, :, None], 3, axis=2)]
+
+
+def content_key(obj: Any) -> str:
+    if isinstance(obj, str):
+        data = obj.encode("utf-8")
+    elif isinstance(obj, list):
+        data = b"".join(np.ascontiguousarray(f).tobytes() + str(f.shape).encode() for f in obj)
+    else:
+        arr = np.ascontiguousarray(obj)
+        data = arr.tobytes() + str(arr.shape).encode() + str(arr.dtype).encode()
+    return hashlib.sha1(data).hexdigest()
+
+
+class FeatureStore:
+    """Features of one backend, cached on disk by the content of the input."""
+
+    def __init__(self, extractor, cache_dir: Path | None) -> None:
+        self.extractor = extractor
+        self.folder = (cache_dir / extractor.name) if cache_dir is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.memory: dict[str, np.ndarray] = {}
+        self.computed = 0
+        self.cached = 0
+
+    def _path(self, key: str) -> Path | None:
+        return self.folder / f"{key}.npy" if self.folder is not None else None
+
+    def features(self, inputs: list[Any]) -> list[np.ndarray]:
+        """One (dim,) float32 vector per input (duplicates extracted once)."""
+        keys = [content_key(x) for x in inputs]
+        todo: dict[str, Any] = {}
+        for key, x in zip(keys, inputs):
+            if key in self.memory or key in todo:
+                continue
+            path = self._path(key)
+            if path is not None and path.is_file():
+                vec = np.load(path, allow_pickle=False)
+                if vec.shape == (self.extractor.dim,):
+                    self.memory[key] = vec
+                    self.cached += 1
+                    continue
+            todo[key] = x
+        if todo:
+            batch = getattr(self.extractor, "extract_batch", None)
+            items = list(todo.items())
+            if batch is not None and self.extractor.modality == "text":
+                self.extractor.load()
+                vectors = list(np.asarray(batch([x for _, x in items]), dtype=np.float32))
+            else:
+                vectors = [self.extractor.extract(x) for _, x in items]
+            for (key, _), vec in zip(items, vectors):
+                vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+                self.memory[key] = vec
+                self.computed += 1
+                path = self._path(key)
+                if path is not None:
+                    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                    np.save(tmp, vec)
+                    os.replace(tmp, path)
+        return [self.memory[k] for k in keys]
+
+
+def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], options: BuildOptions) -> dict[str, dict[str, Any]]:
+    """Degraded copies of the test inputs, one per source item, seeded by the item's name."""
+    from extractors.degrade import add_noise, blur_frames, drop_words
+
+    low, high = options.snr_db
+    out: dict[str, dict[str, Any]] = {"audio": {}, "text": {}, "video": {}}
+    for p in pairs:
+        a_key, v_key, t_key = p.clip.stem, str(p.fer_index), p.utterance.key
+        if a_key not in out["audio"]:
+            rng = np.random.default_rng(item_seed(options.seed, "audio:" + a_key))
+            snr = float(rng.uniform(low, high))
+            out["audio"][a_key] = (add_noise(raw["audio"][a_key], snr, item_seed(options.seed, "noise:" + a_key)),
+                                   {"snr_db": round(snr, 2)})
+        if v_key not in out["video"]:
+            rng = np.random.default_rng(item_seed(options.seed, "video:" + v_key))
+            factor = int(rng.choice(options.blur_factors))
+            out["video"][v_key] = (blur_frames(raw["video"][v_key], factor), {"blur": factor})
+        if t_key not in out["text"]:
+            text = drop_words(raw["text"][t_key], options.word_drop, item_seed(options.seed, "text:" + t_key))
+            out["text"][t_key] = (text, {"text": text})
+    return out
+
+
+def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | None = None,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build the benchmark under ``options.out``; returns the manifest (also written as manifest.json)."""
+    say = progress or (lambda msg: log.info(msg))
+    t0 = time.perf_counter()
+    if extractor_factory is None:
+        from extractors import create_extractor
+
+        extractor_factory = lambda name, modality: create_extractor(name, modality=modality)  # noqa: E731
+    if not options.extractors:
+        from extractors import DEFAULT_EXTRACTORS
+
+        options.extractors = dict(DEFAULT_EXTRACTORS)
+    root = Path(options.data_root)
+    clips, fer, meld = read_emodb(root), read_fer(root), read_meld(root)
+    test_speakers = resolve_test_speakers(options.test_speakers, clips, fer, meld)
+    pairs, skipped = pair_sources(clips, fer, meld, test_speakers, options.k_train, options.k_test, options.seed)
+    if not pairs:
+        raise SourceError(f"no pairs could be built from {root} (skipped: {skipped})")
+    for reason, n in skipped.items():
+        say(f"skipped {n} clips ({reason})")
+    say(f"{len(pairs)} pairs: " + ", ".join(f"{c} {sum(p.corpus == c for p in pairs)}" for c in ("train", "test1")))
+
+    # raw inputs, once per source item
+    from extractors.media import load_audio
+
+    raw: dict[str, dict[str, Any]] = {"audio": {}, "text": {}, "video": {}}
+    for p in pairs:
+        if p.clip.stem not in raw["audio"]:
+            raw["audio"][p.clip.stem] = load_audio(p.clip.path, max_seconds=None)
+        raw["video"].setdefault(str(p.fer_index), face_frames(fer.images[p.fer_index]))
+        raw["text"].setdefault(p.utterance.key, p.utterance.text)
+    source_key = {"audio": lambda p: p.clip.stem, "video": lambda p: str(p.fer_index),
+                  "text": lambda p: p.utterance.key}
+
+    test_pairs = [p for p in pairs if p.corpus == "test1"]
+    degraded = degrade_inputs(test_pairs, raw, options) if options.noise and test_pairs else None
+
+    cache = options.cache_dir if options.cache_dir is not None else default_cache_dir()
+    out = Path(options.out)
+    feats_root = out / "features"
+    corpora_names = ["train", "test1"] + (list(NOISE_CORPORA) if degraded is not None else [])
+    labels: dict[str, dict[str, dict]] = {c: {} for c in corpora_names}
+    for p in pairs:
+        labels[p.corpus][p.name] = {"emo": p.clip.label, "val": UNLABELLED_VALENCE}
+    if degraded is not None:
+        for corpus in NOISE_CORPORA:
+            for p in test_pairs:
+                labels[corpus][corpus + p.name[len("test1"):]] = {"emo": p.clip.label, "val": UNLABELLED_VALENCE}
+    labels = {c: v for c, v in labels.items() if v}
+
+    folders: dict[str, str] = {}
+    stats: dict[str, dict[str, int]] = {}
+    for modality in ("audio", "text", "video"):
+        name = options.extractors[modality]
+        extractor = extractor_factory(name, modality)
+        store = FeatureStore(extractor, cache)
+        folder = feats_root / f"{extractor.name}-UTT"
+        folder.mkdir(parents=True, exist_ok=True)
+        folders[modality] = folder.name
+        t1 = time.perf_counter()
+        keys = sorted(raw[modality])
+        clean = dict(zip(keys, store.features([raw[modality][k] for k in keys])))
+        noisy: dict[str, np.ndarray] = {}
+        if degraded is not None:
+            dkeys = sorted(degraded[modality])
+            noisy = dict(zip(dkeys, store.features([degraded[modality][k][0] for k in dkeys])))
+        for p in pairs:
+            np.save(folder / f"{p.name}.npy", clean[source_key[modality](p)])
+        if degraded is not None:
+            for corpus, noised in NOISE_CORPORA.items():
+                for p in test_pairs:
+                    src = noisy if modality in noised else clean
+                    np.save(folder / f"{corpus}{p.name[len('test1'):]}.npy", src[source_key[modality](p)])
+        stats[modality] = {"computed": store.computed, "cached": store.cached,
+                           "seconds": round(time.perf_counter() - t1, 1)}
+        say(f"{modality}: {extractor.name} ({extractor.dim}-d), {store.computed} extracted, {store.cached} cached, "
+            f"{stats[modality]['seconds']} s")
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_label_file(out / "label-6way.npz", labels, label_names=CLASSES)
+    manifest = {
+        "command": shlex.join([Path(sys.executable).name, "-m", "armer.benchmark", *sys.argv[1:]])
+        if sys.argv and sys.argv[0].endswith("__main__.py") else None,
+        "data_root": str(root),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+        "classes": CLASSES,
+        "extractors": {m: options.extractors[m] for m in ("audio", "text", "video")},
+        "feature_folders": folders,
+        "label_path": "label-6way.npz",
+        "corpora": {c: {"description": CORPUS_DESCRIPTIONS[c], "n": len(v),
+                        "per_class": {k: sum(e["emo"] == k for e in v.values()) for k in CLASSES}}
+                    for c, v in labels.items()},
+        "sources": {
+            "emodb_speakers": speakers(clips),
+            "emodb_sex": {s: EMODB_SEX.get(s, "unknown") for s in speakers(clips)},
+            "test_speakers": test_speakers,
+            "train_speakers": [s for s in speakers(clips) if s not in test_speakers],
+            "fer_usages": {u: ("train" if u == FER_TRAIN_USAGE else "test") for u in fer.usage_names},
+            "meld_csv": sorted({u.key.rsplit("-", 2)[0] for u in meld}),
+            "skipped_clips": skipped,
+        },
+        "unique_items": {m: len(raw[m]) for m in raw},
+        "extraction": stats,
+        "pairs": {p.name: {"emodb": p.clip.stem, "fer_index": p.fer_index, "meld": p.utterance.key}
+                  for p in pairs},
+        "degradations": ({m: {k: v[1] for k, v in sorted(degraded[m].items())} for m in degraded}
+                         if degraded is not None else None),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return manifest
