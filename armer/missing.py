@@ -51,9 +51,15 @@ def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """sqrt(1 - alpha^2) * x + alpha * N(0, I) on standardised features: same scale, less signal.
 
     alpha (B,) per sample; alpha = 1 leaves pure noise. Zero (missing or padded) entries stay zero.
+    Noise is drawn only for the rows that get it (most rows have alpha = 0).
     """
-    alpha = alpha.reshape((-1,) + (1,) * (x.dim() - 1))
-    return (torch.sqrt(1.0 - alpha.pow(2)) * x + alpha * torch.randn_like(x)) * (x != 0)
+    rows = (alpha > 0).nonzero().flatten()
+    if len(rows) == 0:
+        return x
+    a = alpha[rows].reshape((-1,) + (1,) * (x.dim() - 1))
+    picked = x[rows]
+    mixed = (torch.sqrt(1.0 - a.pow(2)) * picked + a * torch.randn_like(picked)) * (picked != 0)
+    return x.index_copy(0, rows, mixed)
 
 
 def pattern_mask(present: np.ndarray, keep: tuple[bool, bool, bool]) -> np.ndarray:

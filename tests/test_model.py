@@ -155,3 +155,17 @@ def test_config_round_trips_through_dict():
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="Unknown model config keys"):
         ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_noise_mixing_keeps_the_scale_and_removes_the_signal():
+    from armer.missing import mix_with_noise
+
+    x = torch.randn(2000, 32)
+    alpha = torch.zeros(2000)
+    alpha[1000:] = 1.0
+    mixed = mix_with_noise(x, alpha)
+    assert torch.equal(mixed[:1000], x[:1000])
+    assert abs(mixed[1000:].std().item() - 1.0) < 0.05
+    correlation = torch.corrcoef(torch.stack([mixed[1000:].flatten(), x[1000:].flatten()]))[0, 1]
+    assert abs(correlation.item()) < 0.05
+    assert torch.equal(mix_with_noise(torch.zeros(4, 3), torch.ones(4)), torch.zeros(4, 3))  # missing stays zero

@@ -1,0 +1,85 @@
+"""Predict the emotion of one clip and print JSON.
+
+    python -m armer.predict CLIP [--text "..."] [--checkpoint DIR] [--off audio] [--snr_db 5]
+    python -m armer.predict --text "What a lovely day."            # text only
+    python -m armer.predict face.png --audio speech.wav            # image + audio file
+
+Prints ``Prediction.to_json()`` (probabilities, top label, valence, fusion weights, sigma,
+attention, transcript, face share, timings, notices). Exit status 2 with a message on stderr for
+input that cannot be used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from armer.config import MODALITIES
+from armer.inference import DEFAULT_CHECKPOINT, Degrade, InferenceError, Predictor
+
+
+def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        modality, sep, value = pair.partition("=")
+        if not sep or modality not in MODALITIES:
+            raise SystemExit(f"{flag} takes MODALITY=VALUE with MODALITY one of {', '.join(MODALITIES)}; got {pair!r}")
+        out[modality] = value
+    return out
+
+
+def build_extractors(names: dict[str, str], paths: dict[str, str]) -> dict:
+    """Extractor overrides from --extractor / --extractor_path."""
+    from extractors import DEFAULT_EXTRACTORS, create_extractor
+
+    if not paths:
+        return dict(names)
+    out = dict(names)
+    for modality, path in paths.items():
+        name = names.get(modality) or DEFAULT_EXTRACTORS[modality]
+        out[modality] = create_extractor(name, modality=modality, path=path)
+    return out
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                        help="checkpoint folder (model.safetensors + config.json); default: %(default)s")
+    parser.add_argument("--extractor", action="append", default=[], metavar="MODALITY=NAME",
+                        help="use this backend instead of the one the checkpoint names (repeatable)")
+    parser.add_argument("--extractor_path", action="append", default=[], metavar="MODALITY=DIR",
+                        help="load that modality's backend weights from DIR (repeatable)")
+
+
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    extractors = build_extractors(parse_pairs(args.extractor, "--extractor"),
+                                  parse_pairs(args.extractor_path, "--extractor_path"))
+    return Predictor.from_checkpoint(args.checkpoint, extractors=extractors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m armer.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("clip", nargs="?", help="video, audio or image file")
+    parser.add_argument("--audio", help="an audio file (replaces the clip's audio track)")
+    parser.add_argument("--image", help="an image file (replaces the clip's frames)")
+    parser.add_argument("--text", help="the transcript (default: transcribe the speech)")
+    parser.add_argument("--off", action="append", default=[], choices=MODALITIES, help="switch a modality off")
+    parser.add_argument("--snr_db", type=float, help="mix white noise into the audio at this SNR (dB)")
+    parser.add_argument("--blur", type=int, default=1, help="blur the face crops by this down-sampling factor")
+    parser.add_argument("--word_drop", type=float, default=0.0, help="drop each transcript word with this probability")
+    add_model_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        predictor = load_predictor(args)
+        result = predictor.predict(
+            video=args.clip, audio=args.audio, image=args.image, transcript=args.text,
+            use={m: m not in args.off for m in MODALITIES},
+            degrade=Degrade(snr_db=args.snr_db, blur=args.blur, word_drop=args.word_drop))
+    except (InferenceError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
