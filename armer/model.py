@@ -188,9 +188,6 @@ class AttentionRobustV2(RobustBase):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         hidden, heads = config.hidden_dim, config.num_attention_heads
-        # LayerNorm before the posterior heads: without it a noisier input means larger activations,
-        # and a linear log-variance head extrapolates that to a *smaller* sigma.
-        self.posterior_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in MODALITIES)
         self.mu_heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in MODALITIES)
         # Each modality's own emotion prediction from mu (trained by the calibration term); the
         # log-variance head sees it, because how sure a modality is on its own is the clearest sign
@@ -217,7 +214,6 @@ class AttentionRobustV2(RobustBase):
         cfg = self.config
         normed, data_present, used = self.prepare(batch, check_inputs)
         hidden = self.encode(normed)  # (B, M, H)
-        hidden = torch.stack([norm(hidden[:, i]) for i, norm in enumerate(self.posterior_norms)], dim=1)
         mu = torch.stack([head(hidden[:, i]) for i, head in enumerate(self.mu_heads)], dim=1)  # (B, M, H)
         unimodal = torch.stack([head(mu[:, i]) for i, head in enumerate(self.unimodal_heads)], dim=1)  # (B, M, C)
         if cfg.use_vae:
