@@ -19,9 +19,11 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ MAX_SECONDS = 60.0  # longer clips are truncated by the decoder, with a notice
 DEGRADE_SEED = 0  # noise and word drop-out are seeded: the same setting gives the same result
 
 ProgressFn = Callable[[float, str], None]
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="armer-video")
 
 
 class InferenceError(ValueError):
@@ -178,7 +181,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, directory: str | os.PathLike = DEFAULT_CHECKPOINT,
-                        extractors: dict[str, Any] | None = None) -> "Predictor":
+                        extractors: dict[str, Any] | None = None) -> Predictor:
         """Load ``directory`` (``model.safetensors`` + ``config.json``) and its extractors."""
         directory = Path(directory)
         if not (directory / "config.json").is_file():
@@ -303,6 +306,9 @@ class Predictor:
         if video is not None:
             digest, media = self._load(video, timings, cached)
             notices += media.notices
+            if media.kind != "video":
+                notices.append(f"{Path(video).name} is an {media.kind} file, not a video: it is used as "
+                               f"{'one frame without audio' if media.kind == 'image' else 'audio without frames'}")
             wav, wav_key = media.audio, digest
             frames, frames_key = media.frames, digest
         if audio is not None:
@@ -325,13 +331,29 @@ class Predictor:
         feats: dict[str, np.ndarray | None] = {m: None for m in MODALITIES}
         face_share = None
 
+        video_job = None
+        if frames and use["video"]:
+            blur = int(degrade.blur)
+
+            def video_branch() -> tuple[np.ndarray, float]:
+                crops, share = self._cached_step(self._derived, ("faces", frames_key), "video", "faces",
+                                                 lambda: crop_faces(frames), timings, cached)
+                feat = self._cached_step(
+                    self._features, ("video", frames_key, blur), "video", "video features",
+                    lambda: self.extractors["video"].extract(crops if blur == 1 else blur_frames(crops, blur)),
+                    timings, cached)
+                return feat, share
+
+            # faces and the video encoder run beside the audio work (Whisper and OpenCV release the GIL)
+            video_job = _POOL.submit(video_branch)
+
         if wav is not None and use["audio"]:
             report(0.15, "audio features")
             snr = degrade.snr_db
             if snr is None:
-                noisy = lambda: wav  # noqa: E731
+                noisy = lambda: wav
             else:
-                noisy = lambda: add_noise(wav, snr, seed=DEGRADE_SEED)  # noqa: E731
+                noisy = lambda: add_noise(wav, snr, seed=DEGRADE_SEED)
             feats["audio"] = self._cached_step(
                 self._features, ("audio", wav_key, snr), "audio", "audio features",
                 lambda: self.extractors["audio"].extract(noisy()), timings, cached)
@@ -350,6 +372,8 @@ class Predictor:
                 notices.append(f"no transcript given and {asr.name!r} cannot transcribe: the text modality is missing")
         elif text is None and use["text"]:
             notices.append("no transcript: the text modality is missing")
+        elif text is None and wav is not None:  # text switched off: report the transcript if it is known
+            text, _ = clean_text(self._derived.get(("transcript", wav_key)))
 
         used_text = text
         if text is not None and use["text"]:
@@ -363,18 +387,11 @@ class Predictor:
                     self._features, ("text", _digest(used_text)), "text", "text features",
                     lambda: self.extractors["text"].extract(used_text), timings, cached)
 
-        if frames and use["video"]:
-            report(0.7, "finding faces")
-            crops, face_share = self._cached_step(self._derived, ("faces", frames_key), "video", "faces",
-                                                  lambda: crop_faces(frames), timings, cached)
+        if video_job is not None:
+            report(0.8, "video features")
+            feats["video"], face_share = video_job.result()
             if face_share == 0.0:
                 notices.append("no face found in any frame: whole frames are used")
-            report(0.85, "video features")
-            blur = int(degrade.blur)
-            feats["video"] = self._cached_step(
-                self._features, ("video", frames_key, blur), "video", "video features",
-                lambda: self.extractors["video"].extract(crops if blur == 1 else blur_frames(crops, blur)),
-                timings, cached)
         elif frames:
             known = self._derived.get(("faces", frames_key))  # the video switched off: report what is known
             face_share = known[1] if known is not None else None

@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from armer.checkpoint import CheckpointInfo, save_checkpoint  # noqa: E402
-from armer.config import MODALITIES, ModelConfig  # noqa: E402
-from armer.model import Ensemble, create_model  # noqa: E402
+from armer.checkpoint import CheckpointInfo, save_checkpoint
+from armer.config import MODALITIES, ModelConfig
+from armer.model import Ensemble, create_model
 
 LABELS = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 
