@@ -87,6 +87,7 @@ def main() -> None:
             "--epochs", str(args.epochs), "--num_folds", str(args.num_folds), "--batch_size", str(args.batch_size),
         ]
         print("running:", " ".join(command), flush=True)
+        load_before = list(os.getloadavg())  # other work on the machine inflates the wall time
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak = 0.0
@@ -102,7 +103,8 @@ def main() -> None:
     result = {
         "command": "python scripts/benchmark_train.py " + " ".join(sys.argv[1:]),
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+                    "load_average_before": load_before, "load_average_after": list(os.getloadavg())},
         "workload": {"model": args.model, "n_train": args.n_train, "n_test": args.n_test, "dims": args.dims,
                      "epochs": args.epochs, "num_folds": args.num_folds, "batch_size": args.batch_size},
         "wall_seconds": round(seconds, 1),
