@@ -176,7 +176,8 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     train_sets = [np.setdiff1d(np.arange(len(train)), v) for v in val_sets]
     stats = [feature_statistics(train.subset(t)) if config.normalize else None for t in train_sets]
     workers = worker_count(config)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # Small matrix products run best single-threaded here; OMP_NUM_THREADS overrides the split.
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // workers)
     jobs = [(fold, dataset, train_sets[fold], val_sets[fold], stats[fold], model_config, config, threads)
             for fold in range(config.num_folds)]
     log.info("training %d folds of %s on %d samples with %d worker(s)", config.num_folds, model_config.model,

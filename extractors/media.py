@@ -84,6 +84,9 @@ def load_media(path: str | os.PathLike, max_seconds: float | None = 60.0, fps: f
         MediaError: missing, empty, corrupt, zero-length or unsupported media, or a required
         stream that is missing.
     """
+    if fps <= 0 or max_frames < 1 or (max_seconds is not None and max_seconds <= 0):
+        raise ValueError(f"need fps > 0, max_frames >= 1 and max_seconds > 0 (or None); "
+                         f"got fps={fps}, max_frames={max_frames}, max_seconds={max_seconds}")
     require = set(require)
     unknown = require - {"audio", "video"}
     if unknown:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .fer_cnn import FerCNNConfig
 
 FER_CNN_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "fer_cnn"
+OPEN_CLIP_DIMS = {"ViT-L-14": 768, "ViT-B-16": 512, "ViT-B-32": 512}  # embed_dim without importing open_clip
 
 
 class OpenCLIPExtractor(Extractor):
@@ -44,6 +45,8 @@ class OpenCLIPExtractor(Extractor):
 
     @property
     def dim(self) -> int:
+        if self._dim is None and self.model_name in OPEN_CLIP_DIMS:
+            self._dim = OPEN_CLIP_DIMS[self.model_name]
         if self._dim is None:
             import open_clip
 
@@ -179,7 +182,10 @@ class FerCNNExtractor(Extractor):
 
     @property
     def dim(self) -> int:
-        return self.config.widths[-1]
+        try:  # plain JSON: no torch import just to learn the dim
+            return int(json.loads((self.path / "config.json").read_text())["widths"][-1])
+        except OSError as err:
+            raise self._missing(err) from err
 
     def _load(self) -> None:
         from safetensors.torch import load_file

@@ -89,15 +89,16 @@ def main() -> None:
         print("running:", " ".join(command), flush=True)
         load_before = list(os.getloadavg())  # other work on the machine inflates the wall time
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        peak = 0.0
-        while process.poll() is None:
-            peak = max(peak, tree_pss_mb(process.pid))
-            time.sleep(0.2)
+        log_path = Path(tmp) / "train.stderr"
+        with open(log_path, "w") as log_file:  # a file, not a pipe: a full pipe would block the workers
+            process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
+            peak = 0.0
+            while process.poll() is None:
+                peak = max(peak, tree_pss_mb(process.pid))
+                time.sleep(0.2)
         seconds = time.perf_counter() - start
-        stderr = process.stderr.read()
         if process.returncode != 0:
-            sys.exit(f"training failed ({process.returncode}):\n{stderr[-3000:]}")
+            sys.exit(f"training failed ({process.returncode}):\n{log_path.read_text()[-3000:]}")
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
 
     result = {

@@ -220,7 +220,8 @@ def timing(backends: dict[str, list[str]], repeats: int) -> dict:
     frames = [np.roll(img, 4 * i, axis=1) for i in range(20)]  # 10 s at 2 fps
     t = time.perf_counter()
     crops, share = crop_faces(frames)
-    out = {"face_detection_20_frames_s": time.perf_counter() - t, "face_share": share}
+    out = {"face_detection_20_frames_s": time.perf_counter() - t, "face_share": share,
+           "load_avg_1min_before": os.getloadavg()[0]}
     text = sentence
     for modality, names in backends.items():
         for name in names:
@@ -247,10 +248,11 @@ def timing(backends: dict[str, list[str]], repeats: int) -> dict:
             row.update({k: float(np.median(v)) for k, v in runs.items()})
             out[name] = row
             print(f"  timing {name}: {row}", flush=True)
+    out["load_avg_1min_after"] = os.getloadavg()[0]
     return out
 
 
-def write_report(path: Path, command: str, results: dict) -> None:
+def write_report(path: Path, command: str, results: dict, repeats: int) -> None:
     lines = ["# Linear probes and speed of the offline feature backends", "",
              f"Command: `{command}`", "",
              "Probe: StandardScaler + multinomial logistic regression, C in "
@@ -275,9 +277,11 @@ def write_report(path: Path, command: str, results: dict) -> None:
     tm = results.get("timing")
     if tm:
         lines += ["## Time to process one 10 s clip on this CPU", "",
-                  f"{os.cpu_count()} CPU cores; median of the repeats, after loading. 20 frames (2 fps); "
-                  f"face detection on the 20 frames: {tm['face_detection_20_frames_s']:.2f} s "
-                  f"(face found in {tm['face_share']:.0%}).", "",
+                  f"{os.cpu_count()} CPU cores, shared with other work: load average {tm['load_avg_1min_before']:.1f} "
+                  f"before and {tm['load_avg_1min_after']:.1f} after (an idle machine would be faster). Median of "
+                  f"{repeats} runs, after loading. Audio: 10 s of espeak-ng speech; text: its transcript; video: "
+                  f"20 face crops (10 s at 2 fps); face detection on the 20 frames: "
+                  f"{tm['face_detection_20_frames_s']:.2f} s (face found in {tm['face_share']:.0%}).", "",
                   "| backend | load s | extract s | transcribe s (after extract) |", "|---|---|---|---|"]
         for name, r in tm.items():
             if isinstance(r, dict):
@@ -293,15 +297,15 @@ def main() -> None:
     args = parse_args()
     data, cache = Path(args.data), Path(args.cache)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
-    results = {}
+    # timing first, so that each backend's load time is measured in this fresh process
+    results = {"timing": timing({"audio": args.audio, "text": args.text, "video": args.video}, args.timing_repeats)}
     if args.audio:
         results["audio"] = probe_audio(data, cache, args.audio)
     if args.text:
         results["text"] = probe_text(data, cache, args.text)
     if args.video:
         results["video"] = probe_video(data, cache, args.video)
-    results["timing"] = timing({"audio": args.audio, "text": args.text, "video": args.video}, args.timing_repeats)
-    write_report(Path(args.out), command, results)
+    write_report(Path(args.out), command, results, args.timing_repeats)
     print(Path(args.out).read_text())
 
 

@@ -39,9 +39,10 @@ def tiny_hubert(tmp_path_factory):
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     torch.manual_seed(0)
+    # a 320-sample hop (20 ms) as in real HuBERT: 10 s -> ~500 frames
     cfg = HubertConfig(hidden_size=16, num_hidden_layers=5, num_attention_heads=2, intermediate_size=32,
-                       conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
-                       num_conv_pos_embedding_groups=2, vocab_size=10)
+                       conv_dim=(8, 8, 8, 8), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4),
+                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=10)
     folder = tmp_path_factory.mktemp("models") / "tiny-hubert"
     HubertModel(cfg).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)

@@ -136,6 +136,14 @@ def test_bad_files_raise_media_error(media_dir, name, problem):
     assert name in str(info.value)
 
 
+def test_invalid_limits_are_rejected(media_dir):
+    for bad in ({"fps": 0}, {"max_frames": 0}, {"max_seconds": -1.0}):
+        with pytest.raises(ValueError, match="need fps > 0"):
+            load_media(media_dir / "clip.mp4", **bad)
+    with pytest.raises(ValueError, match="require must name"):
+        load_media(media_dir / "clip.mp4", require=["text"])
+
+
 def test_supported_extensions_listed_in_error(media_dir):
     with pytest.raises(MediaError) as info:
         load_media(media_dir / "notes.txt")

