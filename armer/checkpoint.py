@@ -19,7 +19,7 @@ from armer.config import MODALITIES, ModelConfig
 from armer.model import Ensemble, create_model
 
 FORMAT = "armer-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the members' weights stacked in one network (armer.model.RobustBase)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -52,7 +52,7 @@ def save_checkpoint(directory: str | Path, ensemble: Ensemble, info: CheckpointI
     """Write the ensemble's weights and config to `directory` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    info.num_members = len(ensemble.members)
+    info.num_members = ensemble.num_members
     state = {name: tensor.detach().contiguous() for name, tensor in ensemble.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     (directory / CONFIG_FILE).write_text(json.dumps(info.to_json(), indent=1), encoding="utf-8")
@@ -131,11 +131,10 @@ def load_checkpoint(directory: str | Path) -> tuple[Ensemble, CheckpointInfo]:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"cannot read {weights}: {exc}") from exc
-    members = [create_model(info.model) for _ in range(info.num_members)]
-    for member, stats in zip(members, info.normalization or [None] * info.num_members):
-        if stats is not None:
-            member.normalizer.set_statistics(stats)
-    ensemble = Ensemble(members)
+    network = create_model(info.model, members=info.num_members)
+    if info.normalization is not None:
+        network.normalizer.set_statistics(info.normalization)
+    ensemble = Ensemble(network)
     expected = ensemble.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -15,6 +15,7 @@ MODEL_FLAGS = {  # flag -> help; defaults come from ModelConfig
     "use_vae": "variational encoders (off: deterministic, equal fusion weights)",
     "kl_weight": "weight of KL(q(z|x) || N(0, I))",
     "recon_weight": "weight of the reconstruction of the complete features",
+    "recon_dims": "reconstruction scored each step on one random block of at most this many dims per modality (0: all dims)",
     "cross_kl_weight": "weight of the symmetric KL between present modalities",
     "use_proxy_attention": "proxy-query attention over the modality tokens (off: the proxy alone)",
     "fusion_temperature": "T in softmax((1/u) / T)",

@@ -26,6 +26,11 @@ class ModelConfig:
     use_vae: bool = True  # variational encoders (mu, sigma); False: deterministic, equal fusion
     kl_weight: float = 0.01  # KL(q(z|x) || N(0, I))
     recon_weight: float = 0.1  # reconstruction of the complete features from the fused latent
+    # Not in the seed: the decoders' output layers are split into blocks of at most this many dims
+    # and each training step scores the reconstruction on one random block per modality (0: all
+    # dims every step). An unbiased estimate of the same mean squared error at a fraction of the
+    # decoder's cost, which at MERBench's 1024 + 5120 + 768 dims is ~40% of a step.
+    recon_dims: int = 512
     cross_kl_weight: float = 0.01  # symmetric KL between the present modalities' posteriors
     use_proxy_attention: bool = True  # proxy-query attention over modality tokens; False: proxy only
     fusion_temperature: float = 1.0  # T in softmax((1/u) / T)
@@ -58,6 +63,8 @@ class ModelConfig:
             problems.append(f"modality_dropout={self.modality_dropout} must be in [0, 1]")
         if not 0.0 <= self.modality_noise <= 1.0:
             problems.append(f"modality_noise={self.modality_noise} must be in [0, 1]")
+        if self.recon_dims < 0:
+            problems.append(f"recon_dims={self.recon_dims} must be >= 0 (0: every dim)")
         if self.modality_dropout_warmup < 0:
             problems.append(f"modality_dropout_warmup={self.modality_dropout_warmup} must be >= 0")
         if self.fusion_temperature <= 0:

@@ -1,5 +1,10 @@
 """Loss terms. Every KL is averaged over latent dimensions (not summed) so that the seed's
-weights (0.01 / 0.1 / 0.01) keep each term well below the classification loss."""
+weights (0.01 / 0.1 / 0.01) keep each term well below the classification loss.
+
+Tensors carry a leading member dim E (`armer.model`: one network holds E independent members,
+e.g. one per cross-validation fold). Each term is a member's own mean over its samples, summed
+over the members, so every member gets exactly the gradient it would get trained alone.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,40 +12,41 @@ import torch.nn.functional as F
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` where `mask` holds; 0 when nothing is selected (vmap-safe, no branching)."""
+    """Per member (dim 0): the mean of `values` where `mask` holds (0 if nothing is); summed over members."""
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    totals = (values * mask).flatten(1).sum(dim=1)
+    counts = mask.flatten(1).sum(dim=1).clamp(min=1.0)
+    return (totals / counts).sum()
+
+
+def member_mean(values: torch.Tensor) -> torch.Tensor:
+    """Per member (dim 0): the mean of `values`; summed over members."""
+    return values.flatten(1).mean(dim=1).sum()
 
 
 def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) per (sample, modality), mean over dims; mu/logvar (B, M, H)."""
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=-1)  # (B, M)
+    """KL(N(mu, sigma^2) || N(0, I)) per (sample, modality), mean over dims; mu/logvar (E, B, M, H)."""
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=-1)  # (E, B, M)
     return masked_mean(kl, present)
 
 
-def gaussian_kl(mu_p, logvar_p, mu_q, logvar_q) -> torch.Tensor:
-    """KL(p || q) for diagonal Gaussians, mean over the last dim."""
-    return 0.5 * (logvar_q - logvar_p + (logvar_p.exp() + (mu_p - mu_q).pow(2)) / logvar_q.exp() - 1.0).mean(dim=-1)
-
-
 def cross_modal_kl(mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Symmetric KL between every pair of present modalities, averaged over present pairs."""
-    terms, masks = [], []
-    num_modalities = mu.shape[1]
-    for i in range(num_modalities):
-        for j in range(i + 1, num_modalities):
-            sym = 0.5 * (
-                gaussian_kl(mu[:, i], logvar[:, i], mu[:, j], logvar[:, j])
-                + gaussian_kl(mu[:, j], logvar[:, j], mu[:, i], logvar[:, i])
-            )  # (B,)
-            terms.append(sym)
-            masks.append(present[:, i] & present[:, j])
-    return masked_mean(torch.stack(terms, dim=1), torch.stack(masks, dim=1))
+    """Symmetric KL between every pair of present modalities, averaged over present pairs.
+
+    For diagonal Gaussians 0.5 * (KL(p||q) + KL(q||p)) = 0.25 * mean((var_p + d^2) / var_q
+    + (var_q + d^2) / var_p - 2) with d = mu_p - mu_q: the log-variances cancel.
+    """
+    first, second = torch.triu_indices(mu.shape[-2], mu.shape[-2], offset=1, device=mu.device)
+    var = logvar.exp()
+    diff2 = (mu[..., first, :] - mu[..., second, :]).pow(2)
+    var_p, var_q = var[..., first, :], var[..., second, :]
+    sym = 0.25 * ((var_p + diff2) / var_q + (var_q + diff2) / var_p - 2.0).mean(dim=-1)  # (E, B, pairs)
+    return masked_mean(sym, present[..., first] & present[..., second])
 
 
 def reconstruction(predictions: list[torch.Tensor], targets: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
     """MSE per (sample, modality), mean over feature dims, averaged over modalities present in the data."""
-    errors = torch.stack([F.mse_loss(p, t, reduction="none").mean(dim=-1) for p, t in zip(predictions, targets)], dim=1)
+    errors = torch.stack([F.mse_loss(p, t, reduction="none").mean(dim=-1) for p, t in zip(predictions, targets)], dim=-1)
     return masked_mean(errors, present)
 
 
@@ -49,13 +55,13 @@ def uncertainty_calibration(
 ) -> torch.Tensor:
     """Teach u = mean sigma to predict how wrong each modality is on its own.
 
-    unimodal_logits (B, M, C) come from a small head per modality; their cross-entropy against
-    target_probs (B, C) trains the heads, and u (B, M) regresses 1 - p(target) (detached): about 0
+    unimodal_logits (E, B, M, C) come from a small head per modality; their cross-entropy against
+    target_probs (E, B, C) trains the heads, and u (E, B, M) regresses 1 - p(target) (detached): about 0
     where the modality alone is right and sure, towards 1 where it is wrong or uninformative.
     """
     log_probs = torch.log_softmax(unimodal_logits, dim=-1)
-    ce = -(target_probs.unsqueeze(1) * log_probs).sum(dim=-1)  # (B, M)
-    goal = 1.0 - (target_probs.unsqueeze(1) * log_probs.exp()).sum(dim=-1).detach()  # 1 - p(target)
+    ce = -(target_probs.unsqueeze(-2) * log_probs).sum(dim=-1)  # (E, B, M)
+    goal = 1.0 - (target_probs.unsqueeze(-2) * log_probs.exp()).sum(dim=-1).detach()  # 1 - p(target)
     return masked_mean(ce + (uncertainty - goal).pow(2), present)
 
 
@@ -66,7 +72,10 @@ def task_loss(
     valences: torch.Tensor,
     valence_labelled: torch.Tensor,
 ) -> torch.Tensor:
-    """Cross-entropy on emotions plus MSE on valence where it is labelled (MERBench's total loss)."""
-    ce = F.cross_entropy(logits, emotions)
-    mse = masked_mean((valence.reshape(-1) - valences).pow(2), valence_labelled)
-    return ce + mse
+    """Cross-entropy on emotions plus MSE on valence where it is labelled (MERBench's total loss).
+
+    logits (E, B, C), valence (E, B, 1), labels (E, B).
+    """
+    ce = F.cross_entropy(logits.flatten(0, -2), emotions.flatten(), reduction="none").view(emotions.shape)
+    mse = masked_mean((valence[..., 0] - valences).pow(2), valence_labelled)
+    return member_mean(ce) + mse

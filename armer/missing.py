@@ -1,6 +1,7 @@
 """Which modalities a sample has: presence masks, modality dropout, and the evaluation conditions.
 
-A presence mask is a (B, 3) bool tensor in the order of `MODALITIES` (audio, text, video).
+A presence mask is a (..., 3) bool tensor in the order of `MODALITIES` (audio, text, video), with
+any leading dims: (B, 3) for a batch, (E, B, 3) for a batch per ensemble member.
 """
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ DROP_PATTERNS: dict[str, tuple[bool, bool, bool]] = {
 MISSING_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def presence_from_features(features: list[torch.Tensor]) -> torch.Tensor:
-    """All-zero features mean "missing" (how MERBench fills absent modalities): (B, 3) bool."""
-    return torch.stack([x.reshape(x.shape[0], -1).abs().amax(dim=-1) > 0 for x in features], dim=-1)
+def presence_from_features(features: list[torch.Tensor], sample_rank: int = 1) -> torch.Tensor:
+    """All-zero features mean "missing" (how MERBench fills absent modalities): (..., 3) bool.
+
+    `sample_rank`: dims of one sample's features, 1 for (D,) vectors, 2 for (T, D) frames.
+    """
+    return torch.stack([x.abs().flatten(-sample_rank).amax(dim=-1) > 0 for x in features], dim=-1)
 
 
 def sample_modality_dropout(present: torch.Tensor, probability: torch.Tensor | float) -> torch.Tensor:
@@ -32,16 +36,16 @@ def sample_modality_dropout(present: torch.Tensor, probability: torch.Tensor | f
     Vectorised: each sample draws one of the six drop patterns; a draw that would leave a
     sample with no present modality is not applied to it.
     """
-    batch = present.shape[0]
+    shape = present.shape[:-1]
     patterns = torch.tensor(list(DROP_PATTERNS.values()), dtype=torch.bool, device=present.device)  # (6, 3)
-    choice = torch.randint(0, len(DROP_PATTERNS), (batch,), device=present.device)  # (B,)
-    candidate = present & patterns[choice]  # (B, 3)
-    apply = (torch.rand(batch, device=present.device) < probability) & candidate.any(dim=-1)  # (B,)
-    return torch.where(apply[:, None], candidate, present)
+    choice = torch.randint(0, len(DROP_PATTERNS), shape, device=present.device)
+    candidate = present & patterns[choice]  # (..., 3)
+    apply = (torch.rand(shape, device=present.device) < probability) & candidate.any(dim=-1)
+    return torch.where(apply.unsqueeze(-1), candidate, present)
 
 
 def sample_feature_noise(present: torch.Tensor, probability: torch.Tensor | float) -> torch.Tensor:
-    """(B, M) noise mixing levels alpha: 0, or U(0, 1) for a present modality drawn with `probability`."""
+    """(..., M) noise mixing levels alpha: 0, or U(0, 1) for a present modality drawn with `probability`."""
     draw = torch.rand(present.shape, device=present.device) < probability
     alpha = torch.rand(present.shape, device=present.device)
     return torch.where(draw & present, alpha, torch.zeros_like(alpha))
@@ -50,16 +54,19 @@ def sample_feature_noise(present: torch.Tensor, probability: torch.Tensor | floa
 def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """sqrt(1 - alpha^2) * x + alpha * N(0, I) on standardised features: same scale, less signal.
 
-    alpha (B,) per sample; alpha = 1 leaves pure noise. Zero (missing or padded) entries stay zero.
-    Noise is drawn only for the rows that get it (most rows have alpha = 0).
+    alpha has x's leading (sample) dims, e.g. (B,) or (E, B); alpha = 1 leaves pure noise. Zero
+    (missing or padded) entries stay zero. Noise is drawn only for the samples that get it
+    (most have alpha = 0).
     """
-    rows = (alpha > 0).nonzero().flatten()
+    flat_x = x.reshape(alpha.numel(), *x.shape[alpha.dim():])
+    flat_alpha = alpha.reshape(-1)
+    rows = (flat_alpha > 0).nonzero().flatten()
     if len(rows) == 0:
         return x
-    a = alpha[rows].reshape((-1,) + (1,) * (x.dim() - 1))
-    picked = x[rows]
+    a = flat_alpha[rows].reshape((-1,) + (1,) * (flat_x.dim() - 1))
+    picked = flat_x[rows]
     mixed = (torch.sqrt(1.0 - a.pow(2)) * picked + a * torch.randn_like(picked)) * (picked != 0)
-    return x.index_copy(0, rows, mixed)
+    return flat_x.index_copy(0, rows, mixed).view(x.shape)
 
 
 def pattern_mask(present: np.ndarray, keep: tuple[bool, bool, bool]) -> np.ndarray:

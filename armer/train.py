@@ -4,8 +4,9 @@
         --audio_feature chinese-hubert-large-UTT --text_feature Baichuan-13B-Base-UTT \
         --video_feature clip-vit-large-patch14-UTT
 
-5-fold cross-validation on the train corpus, every test corpus scored each epoch, the best epoch
-per fold by emoval, test predictions averaged over the folds. Writes under --save_root:
+5-fold cross-validation on the train corpus (the five fold models train together as one batched
+ensemble), the best epoch per fold by emoval, every test corpus scored at each fold's new best
+epoch, test predictions averaged over the folds. Writes under --save_root:
 `train.log`, `checkpoint/` (model.safetensors + config.json, the five fold models as one
 ensemble), `history.json` (per epoch and fold) and `summary.json` (per test corpus and condition:
 full, the six drop patterns, the missing-rate sweep and its mean; WAF, accuracy, valence MSE).
@@ -24,7 +25,7 @@ from armer.cli import add_model_arguments, model_config_from_args, setup_logging
 from armer.config import MODALITIES
 from armer.data import DataError, load_dataset
 from armer.evaluation import evaluate_corpus, markdown_table
-from armer.training import TrainConfig, train_folds
+from armer.training import FOLD_GROUPS, TrainConfig, train_folds
 
 log = logging.getLogger("armer.train")
 
@@ -46,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch_size", type=int, default=defaults.batch_size)
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--num_folds", type=int, default=defaults.num_folds)
-    train.add_argument("--workers", type=int, default=defaults.workers, help="parallel fold processes (0: one per core)")
+    train.add_argument("--fold_groups", default=defaults.fold_groups, choices=FOLD_GROUPS,
+                       help="keep samples of one group in one fold: clip or speaker of <corpus>-<clip>-<copy> names")
+    train.add_argument("--test_every_epoch", action="store_true",
+                       help="also score the test corpora at every epoch, for the log (default: once, with each fold's best epoch)")
+    train.add_argument("--workers", type=int, default=defaults.workers,
+                       help="processes the folds are dealt to, each training its folds as one batched network "
+                            "(0: one per core)")
+    train.add_argument("--threads", type=int, default=defaults.threads,
+                       help="torch threads per worker (0: the cores divided among the workers)")
     train.add_argument("--normalize", default=defaults.normalize, action=argparse.BooleanOptionalAction,
                        help="standardise features with each fold's training statistics")
     add_model_arguments(parser.add_argument_group("model"))
@@ -75,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
              dataset.dims, dataset.label_names, dataset.has_valence)
     model_config = model_config_from_args(args, dataset.dims, len(dataset.label_names))
     train_config = TrainConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed,
-                               num_folds=args.num_folds, workers=args.workers, normalize=args.normalize)
+                               num_folds=args.num_folds, normalize=args.normalize, workers=args.workers, threads=args.threads,
+                               fold_groups=args.fold_groups, test_every_epoch=args.test_every_epoch)
     result = train_folds(dataset, model_config, train_config)
     info = CheckpointInfo(
         model=model_config, label_names=dataset.label_names, has_valence=dataset.has_valence,
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         normalization=result.normalization if args.normalize else None,
         extractors=extractor_names(dataset.feature_names),
         training={"features_root": str(args.features_root), "label_path": str(args.label_path),
-                  "train_config": asdict(train_config), "best_epochs": result.best_epochs,
+                  "train_config": asdict(train_config), "workers": result.workers, "best_epochs": result.best_epochs,
                   "best_val_emovals": result.best_emovals},
     )
     save_checkpoint(save_root / "checkpoint", result.ensemble, info)

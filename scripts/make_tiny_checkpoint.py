@@ -50,17 +50,15 @@ def make_tiny_checkpoint(out_dir: str | Path, video_dim: int | None = None, memb
     dims["video"] = video_dim if video_dim is not None else create_extractor(DEFAULT_EXTRACTORS["video"]).dim
     config = ModelConfig(model=model, audio_dim=dims["audio"], text_dim=dims["text"], video_dim=dims["video"],
                          output_dim1=len(LABELS), hidden_dim=hidden_dim, num_attention_heads=4, feat_type="utt")
-    models = []
-    for i in range(members):
-        torch.manual_seed(seed + i)
-        models.append(create_model(config).eval())
+    torch.manual_seed(seed)
+    network = create_model(config, members=members).eval()
     info = CheckpointInfo(
         model=config, label_names=list(LABELS), has_valence=True,
         features={m: {"name": f"{DEFAULT_EXTRACTORS[m]}-UTT", "dim": dims[m]} for m in MODALITIES},
         extractors=dict(DEFAULT_EXTRACTORS),
         training={"note": "untrained: random weights from scripts/make_tiny_checkpoint.py, for demo tests only"},
     )
-    return save_checkpoint(out_dir, Ensemble(models).eval(), info)
+    return save_checkpoint(out_dir, Ensemble(network).eval(), info)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,9 +7,9 @@ Steps (each skipped when its output already exists with the same settings, so an
 resumes):
 1. build the benchmark (``python -m armer.benchmark build``) into --bench_dir (outside the repo);
 2. train V1 (``attention_robust``) and V2 (``attention_robust_v2``) with ``python -m armer.train``
-   for every seed (5-fold CV, MERBench protocol) into --runs_dir, through
-   ``armer.benchmark.train_grouped`` so that the folds hold whole EmoDB speakers (random folds put
-   copies of one clip in training and validation and make model selection meaningless);
+   for every seed (5-fold CV, MERBench protocol) into --runs_dir, with ``--fold_groups speaker``
+   so that the folds hold whole EmoDB speakers (random folds put copies of one clip in training
+   and validation and make model selection meaningless);
 3. score the uncertainty of each run: AUROC of separating wrong from right predictions by the
    fused sigma (fusion-weight-averaged u over the present modalities) and by 1 - top probability,
    and the expected calibration error, on the clean (test1) and the noise (test2) corpus;
@@ -56,8 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--num_folds", type=int, default=5)
-    p.add_argument("--workers", type=int, default=2,
-                   help="armer.train --workers (parallel fold processes, one thread each; 0: one per core)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="armer.train --workers (processes the folds are dealt to; 0: one per core)")
     p.add_argument("--fold_groups", default="speaker", choices=["speaker", "clip", "none"],
                    help="cross-validation folds over EmoDB speakers (default), clips, or samples (none: "
                         "MERBench's random folds, which leak copies of a clip into validation)")
@@ -113,8 +113,8 @@ def build_benchmark(args) -> tuple[dict, list[str]]:
 def train_command(args, manifest: dict, model: str, seed: int, save_root: Path) -> list[str]:
     bench = Path(args.bench_dir)
     f = manifest["feature_folders"]
-    grouped = ["-m", "armer.benchmark.train_grouped", "--fold_groups", args.fold_groups]
-    return [sys.executable, *grouped, "--features_root", str(bench / "features"),
+    return [sys.executable, "-m", "armer.train", "--fold_groups", args.fold_groups,
+            "--features_root", str(bench / "features"),
             "--label_path", str(bench / "label-6way.npz"), "--save_root", str(save_root),
             "--audio_feature", f["audio"], "--text_feature", f["text"], "--video_feature", f["video"],
             "--model", model, "--seed", str(seed), "--epochs", str(args.epochs), "--num_folds", str(args.num_folds),

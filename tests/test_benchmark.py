@@ -134,7 +134,7 @@ def test_options_select_speakers_usages_and_csvs(tmp_path):
 
 def test_test_only_root_then_evaluate_with_trained_checkpoint(data_root, built, tmp_path):
     """Train on the tiny benchmark, then score a test-only root (other speakers, PrivateTest, test CSV)."""
-    from armer.benchmark.train_grouped import main as train_main
+    from armer.train import main as train_main
     from armer.evaluate import main as evaluate_main
 
     out, manifest = built
@@ -192,7 +192,7 @@ def test_real_offline_text_backend(data_root, tmp_path):
 
 
 def test_grouped_folds_keep_speakers_together():
-    from armer.benchmark.train_grouped import grouped_fold_indices, sample_group
+    from armer.training import grouped_fold_indices, sample_group
 
     samples = [f"train-{spk}a0{j}Wa-{k}" for spk in ("03", "08", "09", "10", "12", "13") for j in range(3)
                for k in range(8)]

@@ -14,17 +14,12 @@ from conftest import DIMS, tiny_config
 
 def make_checkpoint(directory, members: int = 2):
     config = tiny_config()
-    models = []
-    stats = []
-    for seed in range(members):
-        torch.manual_seed(seed)
-        model = create_model(config)
-        member_stats = {m: {"mean": torch.randn(d).tolist(), "std": (torch.rand(d) + 0.5).tolist()}
-                        for m, d in zip(MODALITIES, DIMS)}
-        model.normalizer.set_statistics(member_stats)
-        models.append(model.eval())
-        stats.append(member_stats)
-    ensemble = Ensemble(models).eval()
+    torch.manual_seed(0)
+    network = create_model(config, members=members)
+    stats = [{m: {"mean": torch.randn(d).tolist(), "std": (torch.rand(d) + 0.5).tolist()} for m, d in zip(MODALITIES, DIMS)}
+             for _ in range(members)]
+    network.normalizer.set_statistics(stats)
+    ensemble = Ensemble(network).eval()
     info = CheckpointInfo(
         model=config, label_names=["neutral", "angry", "happy", "sad", "worried", "surprise"], has_valence=True,
         features={m: {"name": f"feat-{m}-UTT", "dim": d} for m, d in zip(MODALITIES, DIMS)},

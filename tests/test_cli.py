@@ -35,14 +35,14 @@ def cli_tree(tmp_path_factory):
 def trained_run(cli_tree, tmp_path_factory):
     save_root = tmp_path_factory.mktemp("run")
     result = run("armer.train", *data_args(cli_tree), "--save_root", str(save_root), "--epochs", "3",
-                 "--num_folds", "2", "--hidden_dim", "16", "--no-use_proxy_attention", "--seed", "3")
+                 "--num_folds", "2", "--workers", "2", "--hidden_dim", "16", "--no-use_proxy_attention", "--seed", "3")
     assert result.returncode == 0, result.stderr
     return save_root, result
 
 
 def test_train_writes_log_checkpoint_and_summary_with_every_condition(trained_run):
     save_root, result = trained_run
-    assert "fold 2 epoch 3/3" in result.stderr  # progress per epoch
+    assert "folds 2 epoch 3/3" in result.stderr  # progress per epoch (2 folds dealt to 2 workers)
     assert (save_root / "train.log").read_text().count("epoch") >= 6
     assert {p.name for p in (save_root / "checkpoint").iterdir()} == {"config.json", "model.safetensors"}
     config = json.loads((save_root / "checkpoint" / "config.json").read_text())
