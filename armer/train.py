@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num_folds", type=int, default=defaults.num_folds)
     train.add_argument("--fold_groups", default=defaults.fold_groups, choices=FOLD_GROUPS,
                        help="keep samples of one group in one fold: clip or speaker of <corpus>-<clip>-<copy> names")
+    train.add_argument("--select_from_epoch", type=int, default=defaults.select_from_epoch,
+                       help="first epoch that can be a fold's best (0: the first after --modality_dropout_warmup; "
+                            "1: every epoch, as MERBench)")
     train.add_argument("--test_every_epoch", action="store_true",
                        help="also score the test corpora at every epoch, for the log (default: once, with each fold's best epoch)")
     train.add_argument("--workers", type=int, default=defaults.workers,
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_config = model_config_from_args(args, dataset.dims, len(dataset.label_names))
     train_config = TrainConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed,
                                num_folds=args.num_folds, normalize=args.normalize, workers=args.workers, threads=args.threads,
-                               fold_groups=args.fold_groups, test_every_epoch=args.test_every_epoch)
+                               fold_groups=args.fold_groups, test_every_epoch=args.test_every_epoch,
+                               select_from_epoch=args.select_from_epoch)
     result = train_folds(dataset, model_config, train_config)
     info = CheckpointInfo(
         model=model_config, label_names=dataset.label_names, has_valence=dataset.has_valence,

@@ -1,7 +1,8 @@
 """MERBench's cross-validation protocol, the folds trained together as one batched ensemble.
 
 Each fold's model trains on the other folds' samples; every epoch it is scored on its validation
-split (emoval picks its best epoch). The best epoch of each fold is kept; together they form the
+split, and emoval picks its best epoch among those after the modality-dropout warm-up
+(`select_from_epoch`). The best epoch of each fold is kept; together they form the
 ensemble whose averaged predictions are the test predictions. Test corpora are scored once, with
 the kept models, which gives exactly the scores at each fold's best epoch, the only ones the
 protocol reports (`test_every_epoch` also scores them at every epoch, for the log).
@@ -48,6 +49,10 @@ class TrainConfig:
     threads: int = 0  # torch threads per worker; 0 = the cores divided among the workers
     test_every_epoch: bool = False  # also score the test corpora at every epoch (default: once, at the end)
     fold_groups: str = "none"  # none | clip | speaker: keep samples of one group in one fold (sample_group)
+    # First epoch that can be a fold's best. 0: the first epoch after the modality-dropout warm-up
+    # (before it the training recipe is not complete, and an early epoch that never saw modality
+    # dropout can win on full-modality validation data); 1: every epoch, as MERBench.
+    select_from_epoch: int = 0
 
 
 @dataclass
@@ -202,6 +207,12 @@ def score_tests(model: RobustBase, tests: dict[str, dict[str, torch.Tensor]], ha
     return results
 
 
+def selection_start(config: TrainConfig, model_config: ModelConfig) -> int:
+    """The first epoch that can be a fold's best (never later than the last epoch)."""
+    start = config.select_from_epoch if config.select_from_epoch > 0 else model_config.modality_dropout_warmup + 1
+    return min(start, config.epochs)
+
+
 @dataclass
 class MembersResult:
     """What one worker returns for its share of the folds."""
@@ -232,6 +243,7 @@ def train_members(
     best_emoval, best_epoch = np.full(members, -np.inf), np.zeros(members, dtype=int)
     history: list[dict] = []
     names = " ".join(str(f + 1) for f in folds)
+    first_candidate = selection_start(config, model_config)
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         model.set_epoch(epoch - 1)
@@ -256,7 +268,8 @@ def train_members(
         model.eval()
         val_metrics = score_members(model, data, val_sets, has_valence)
         values = [emoval(m, has_valence) for m in val_metrics]
-        improved = [i for i, value in enumerate(values) if value > best_emoval[i]]
+        selectable = epoch >= first_candidate
+        improved = [i for i, value in enumerate(values) if selectable and value > best_emoval[i]]
         for i in improved:
             best_emoval[i], best_epoch[i] = values[i], epoch
         if improved:

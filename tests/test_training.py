@@ -54,7 +54,8 @@ def test_corrupting_the_informative_modality_raises_its_sigma_and_lowers_its_wei
 
 def test_best_epoch_is_tracked_per_fold_and_modality_dropout_is_active_after_warmup(trained):
     _, result = trained
-    assert len(result.best_epochs) == 2 and all(1 <= e <= 25 for e in result.best_epochs)
+    # Model selection starts after the 5-epoch warm-up (select_from_epoch=0).
+    assert len(result.best_epochs) == 2 and all(6 <= e <= 25 for e in result.best_epochs)
     first, late = result.history[0]["folds"], result.history[-1]["folds"]
     assert all(f["dropped_modality_share"] == 0.0 for f in first)  # warm-up starts at 0
     # p = 0.15 of samples lose one or two of three modalities: about 0.15 * 1.5 / 3 = 7.5% of them.
@@ -111,3 +112,14 @@ def test_members_of_one_network_train_exactly_as_separate_models():
         for name, value in single.state_dict().items():
             if value.dim():
                 assert torch.allclose(joint.state_dict()[name][member], value[0], atol=1e-6), name
+
+
+def test_every_member_sees_its_own_fold_once_per_epoch():
+    from armer.training import member_indices
+
+    sets = [np.arange(0, 10), np.arange(10, 17)]
+    order = member_indices(sets, np.random.default_rng(0))
+    assert order.shape == (2, 10)
+    assert sorted(order[0].tolist()) == list(range(10))
+    assert sorted(order[1, :7].tolist()) == list(range(10, 17))  # the smaller set: all of it, then repeats
+    assert set(order[1, 7:].tolist()) <= set(range(10, 17))
