@@ -39,18 +39,19 @@ class ModelOutput:
     def merbench(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.features, self.logits, self.valence, self.interloss
 
-    def _map(self, per_member) -> "ModelOutput":
+    def map_tensors(self, per_member) -> "ModelOutput":
+        """Apply `per_member` to every per-sample tensor (not to the scalar loss terms)."""
         values = {name: (None if v is None else per_member(v)) for name, v in vars(self).items()
                   if name not in ("interloss", "loss_terms")}
         return ModelOutput(**values, interloss=self.interloss, loss_terms=self.loss_terms)
 
     def member(self, index: int) -> "ModelOutput":
         """One member's outputs (B, ...); the loss terms stay the network's."""
-        return self._map(lambda v: v[index])
+        return self.map_tensors(lambda v: v[index])
 
     def average_members(self) -> "ModelOutput":
         """Ensemble outputs (B, ...): mean over members; logits = log of the mean member probabilities."""
-        out = self._map(lambda v: v.float().mean(dim=0) if v.dtype != torch.bool else v[0])
+        out = self.map_tensors(lambda v: v.float().mean(dim=0) if v.dtype != torch.bool else v[0])
         out.logits = torch.log(torch.softmax(self.logits, dim=-1).mean(dim=0).clamp_min(1e-12))
         return out
 
@@ -468,7 +469,7 @@ class Ensemble(nn.Module):
     def member_outputs(self, batch: dict, check_inputs: bool = True) -> ModelOutput:
         """Every member's outputs (E, B, ...) for inputs shared by all members."""
         out = self.network(batch, check_inputs=check_inputs)
-        return out if self.network.members > 1 else out._map(lambda v: v.unsqueeze(0))
+        return out if self.network.members > 1 else out.map_tensors(lambda v: v.unsqueeze(0))
 
     def forward(self, batch: dict, check_inputs: bool = True) -> ModelOutput:
         return self.member_outputs(batch, check_inputs).average_members()
