@@ -186,11 +186,13 @@ class FeatureNormalizer(nn.Module):
             getattr(self, f"{modality}_mean").copy_(mean)
             getattr(self, f"{modality}_std").copy_(std)
 
-    def forward(self, index: int, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """x (E, B, D) or (E, B, T, D); present (E, B)."""
+    def forward(self, index: int, x: torch.Tensor, present: torch.Tensor, dims: slice = slice(None)) -> torch.Tensor:
+        """x (E, B, D) or (E, B, T, D); present (E, B); only the feature dims `dims` are returned."""
         modality = MODALITIES[index]
-        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        normed = (x - getattr(self, f"{modality}_mean").view(shape)) / getattr(self, f"{modality}_std").view(shape)
+        part = x[..., dims]
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (part.shape[-1],)
+        mean, std = getattr(self, f"{modality}_mean")[:, dims], getattr(self, f"{modality}_std")[:, dims]
+        normed = (part - mean.reshape(shape)) / std.reshape(shape)
         keep = present.reshape(present.shape + (1,) * (x.dim() - 2)).to(x.dtype)
         if x.dim() == 4:  # padded frames stay zero
             keep = keep * (x.abs().amax(dim=-1, keepdim=True) > 0).to(x.dtype)
@@ -401,9 +403,9 @@ class AttentionRobustV2(RobustBase):
             predictions, targets = [], []
             for i, (x, decoder) in enumerate(zip(raw, self.decoders)):
                 block = int(torch.randint(len(decoder.blocks), ()))
-                target = pool_frames(self.normalizer(i, x, data_present[..., i]), self.sample_rank)
+                target = self.normalizer(i, x, data_present[..., i], decoder.block_slice(block))
                 predictions.append(decoder(proxy, block))
-                targets.append(target[..., decoder.block_slice(block)])
+                targets.append(pool_frames(target, self.sample_rank))
             recon = losses.reconstruction(predictions, targets, data_present)
         return {"kl": kl, "recon": recon, "cross_kl": cross}
 
