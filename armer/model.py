@@ -415,7 +415,7 @@ class Decoder(nn.Module):
 
     A training step scores one random block (an unbiased estimate of the mean squared error over
     all dims); only that block's weights get gradients, so the step skips most of the largest
-    layer's forward, backward and optimizer update. `block_dims` 0: one block.
+    layer's forward, backward and optimizer update. `block_dims` 0: one block of every dim.
     """
 
     def __init__(self, members: int, hidden_dim: int, dim: int, block_dims: int):
@@ -429,11 +429,9 @@ class Decoder(nn.Module):
     def block_slice(self, block: int) -> slice:
         return slice(*self.bounds[block])
 
-    def forward(self, latent: torch.Tensor, block: int | None = None) -> torch.Tensor:
-        hidden = self.body(latent)
-        if block is not None:
-            return self.blocks[block](hidden)
-        return torch.cat([layer(hidden) for layer in self.blocks], dim=-1)
+    def forward(self, latent: torch.Tensor, block: int) -> torch.Tensor:
+        """The reconstruction of the dims `block_slice(block)`."""
+        return self.blocks[block](self.body(latent))
 
 
 MODELS: dict[str, type[RobustBase]] = {

@@ -132,16 +132,16 @@ def feature_statistics(corpus: Corpus) -> dict[str, dict[str, list[float]]]:
     return stats
 
 
-def to_batch(corpus: Corpus, indices: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    idx = slice(None) if indices is None else indices
+def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
+    """The corpus as tensors sharing the arrays' memory (no copy)."""
     return {
-        "audios": torch.from_numpy(corpus.features[0][idx]),
-        "texts": torch.from_numpy(corpus.features[1][idx]),
-        "videos": torch.from_numpy(corpus.features[2][idx]),
-        "present": torch.from_numpy(corpus.present[idx]),
-        "emos": torch.from_numpy(corpus.emotions[idx]),
-        "vals": torch.from_numpy(corpus.valences[idx]),
-        "val_labelled": torch.from_numpy(corpus.valence_labelled[idx]),
+        "audios": torch.from_numpy(corpus.features[0]),
+        "texts": torch.from_numpy(corpus.features[1]),
+        "videos": torch.from_numpy(corpus.features[2]),
+        "present": torch.from_numpy(corpus.present),
+        "emos": torch.from_numpy(corpus.emotions),
+        "vals": torch.from_numpy(corpus.valences),
+        "val_labelled": torch.from_numpy(corpus.valence_labelled),
     }
 
 
@@ -198,13 +198,8 @@ def score_members(model: RobustBase, data: dict[str, torch.Tensor], index_sets: 
 def score_tests(model: RobustBase, tests: dict[str, dict[str, torch.Tensor]], has_valence: bool
                 ) -> dict[str, list[dict[str, float]]]:
     """Every member's metrics on every test corpus."""
-    results = {}
-    for name, batch in tests.items():
-        everyone = torch.arange(len(batch["emos"])).expand(model.members, -1)
-        probs, vals = member_probabilities(model, batch, everyone)
-        results[name] = [score(p.numpy(), v.numpy(), batch["emos"].numpy(), batch["vals"].numpy(), has_valence)
-                         for p, v in zip(probs, vals)]
-    return results
+    return {name: score_members(model, batch, [np.arange(len(batch["emos"]))] * model.members, has_valence)
+            for name, batch in tests.items()}
 
 
 def selection_start(config: TrainConfig, model_config: ModelConfig) -> int:
