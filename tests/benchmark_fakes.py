@@ -74,18 +74,25 @@ def make_data_root(root: Path, speakers=("03", "08", "10", "09"), usages=("Train
     return root
 
 
-class FakeAudio(Extractor):
+class FakeExtractor(Extractor):
+    """What the fakes share: a fixed dim (`DIM`) and nothing to load."""
+
+    DIM = 0
+
+    @property
+    def dim(self) -> int:
+        return self.DIM
+
+    def _load(self) -> None:
+        pass
+
+
+class FakeAudio(FakeExtractor):
     """Band energies of the waveform (cheap, deterministic)."""
 
     name = "fake-audio"
     modality = "audio"
-
-    @property
-    def dim(self) -> int:
-        return 16
-
-    def _load(self) -> None:
-        pass
+    DIM = 16
 
     def _extract(self, wav: np.ndarray) -> np.ndarray:
         spec = np.abs(np.fft.rfft(wav[:4096], n=4096))[:1024]
@@ -93,18 +100,12 @@ class FakeAudio(Extractor):
         return np.log1p(bands)
 
 
-class FakeText(Extractor):
+class FakeText(FakeExtractor):
     """Hashed bag of words."""
 
     name = "fake-text"
     modality = "text"
-
-    @property
-    def dim(self) -> int:
-        return 12
-
-    def _load(self) -> None:
-        pass
+    DIM = 12
 
     def _extract(self, text: str) -> np.ndarray:
         import zlib
@@ -115,18 +116,12 @@ class FakeText(Extractor):
         return vec
 
 
-class FakeVideo(Extractor):
+class FakeVideo(FakeExtractor):
     """Row means of the grayscale face, pooled to 8 values."""
 
     name = "fake-video"
     modality = "video"
-
-    @property
-    def dim(self) -> int:
-        return 8
-
-    def _load(self) -> None:
-        pass
+    DIM = 8
 
     def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
         rows = np.stack([f[..., 0].astype(np.float32).mean(axis=1) for f in frames]).mean(axis=0)
