@@ -20,6 +20,9 @@ from armer.model import Ensemble, create_model
 
 FORMAT = "armer-checkpoint"
 VERSION = 2  # 2: the members' weights stacked in one network (armer.model.RobustBase)
+# Model options added since version 2 whose default differs from how older files were trained:
+# a config.json without the key gets this value, not today's default.
+ABSENT_MEANS = {"expert_fusion": False}
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -71,7 +74,7 @@ def parse_info(raw: dict[str, Any], source: Path) -> CheckpointInfo:
         if key not in raw:
             raise fail(f"missing key {key!r}")
     try:
-        model = ModelConfig.from_dict(raw["model"])
+        model = ModelConfig.from_dict({**ABSENT_MEANS, **raw["model"]})
     except (TypeError, ValueError) as exc:
         raise fail(f"invalid model config: {exc}") from exc
     labels = raw["label_names"]

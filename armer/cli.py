@@ -24,6 +24,7 @@ MODEL_FLAGS = {  # flag -> help; defaults come from ModelConfig
     "modality_dropout_warmup": "epochs over which modality dropout and noise ramp up from 0",
     "modality_noise": "probability that a present modality is corrupted with Gaussian noise in training",
     "calibration_weight": "weight of the uncertainty calibration term",
+    "expert_fusion": "add each present modality's own prediction to the logits, weighted by its fusion weight",
     "grad_clip": "max gradient norm (<= 0: no clipping)",
 }
 

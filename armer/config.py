@@ -44,6 +44,11 @@ class ModelConfig:
     # (detached) emotion distribution from mu with its logits divided by u = mean sigma, so u must
     # grow where that modality cannot be trusted. Label-free, so it works inside MERBench too.
     calibration_weight: float = 0.1
+    # Not in the seed: the emotion logits also add each present modality's own prediction (its
+    # unimodal head, trained by the calibration term on every sample that has the modality),
+    # weighted by the fusion weights w. With modalities missing the prediction then rests on heads
+    # that saw every sample of their modality, not only the few that training left unimodal.
+    expert_fusion: bool = True
     grad_clip: float = -1.0  # max gradient norm; <= 0 disables clipping (MERBench convention)
 
     def __post_init__(self) -> None:

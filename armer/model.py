@@ -358,6 +358,8 @@ class AttentionRobustV2(RobustBase):
             fused, attention = proxy, weights
 
         logits = self.emotion_head(fused)
+        if cfg.expert_fusion:
+            logits = logits + (weights.unsqueeze(-1) * unimodal).sum(dim=-2)
         # The regularisers only shape training; at inference they would cost a decoder pass for nothing.
         terms = {}
         if self.training:

@@ -9,7 +9,8 @@ ensemble), the best epoch per fold by emoval, every test corpus scored at each f
 epoch, test predictions averaged over the folds. Writes under --save_root:
 `train.log`, `checkpoint/` (model.safetensors + config.json, the five fold models as one
 ensemble), `history.json` (per epoch and fold) and `summary.json` (per test corpus and condition:
-full, the six drop patterns, the missing-rate sweep and its mean; WAF, accuracy, valence MSE).
+full, the six drop patterns, the missing-rate sweep and its mean; WAF, accuracy, valence MSE; and
+`validation`: each fold's kept model on its own validation samples, full and under the sweep).
 """
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "model": args.model, "seed": args.seed, "args": vars(args), "best_epochs": result.best_epochs,
         "best_val_emovals": result.best_emovals, "mean_best_val_emoval": sum(result.best_emovals) / len(result.best_emovals),
+        "validation": result.validation,
         "results": results, "seconds": time.perf_counter() - started,
     }
     (save_root / "history.json").write_text(json.dumps(result.history), encoding="utf-8")

@@ -41,6 +41,19 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_a_config_written_before_expert_fusion_loads_as_trained_without_it(tmp_path):
+    ensemble = make_checkpoint(tmp_path)
+    assert ensemble.config.expert_fusion  # today's default
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["model"]["expert_fusion"]
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    loaded, info = load_checkpoint(tmp_path)
+    assert info.model.expert_fusion is False and loaded.config.expert_fusion is False
+    batch = {"audios": torch.randn(5, DIMS[0]), "texts": torch.randn(5, DIMS[1]), "videos": torch.randn(5, DIMS[2])}
+    with torch.no_grad():
+        assert not torch.allclose(ensemble(batch).logits, loaded(batch).logits)
+
+
 def test_weights_are_safetensors_not_pickle(tmp_path):
     make_checkpoint(tmp_path, members=1)
     header = (tmp_path / "model.safetensors").read_bytes()[:8]

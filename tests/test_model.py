@@ -150,6 +150,22 @@ def test_switching_components_off_removes_their_terms():
     assert torch.allclose(out.weights, torch.full((8, 3), 1 / 3))  # equal fusion without uncertainty
 
 
+def test_expert_fusion_adds_each_present_modality_s_own_prediction_weighted_by_fusion():
+    model = create_model(tiny_config(expert_fusion=True)).eval()
+    with torch.no_grad():  # without the fused path the logits are the experts' part alone
+        model.emotion_head.weight.zero_()
+        model.emotion_head.bias.zero_()
+    batch = make_batch()
+    batch["present"] = torch.tensor([[True, False, False]] * 4 + [[True, True, True]] * 4)
+    out = model(batch)
+    experts = model.unimodal_heads(out.mu.unsqueeze(0))[0]  # (B, M, C)
+    assert torch.allclose(out.logits[:4], experts[:4, 0], atol=1e-5)  # audio alone: its own head
+    mixed = (out.weights[4:].unsqueeze(-1) * experts[4:]).sum(dim=1)
+    assert torch.allclose(out.logits[4:], mixed, atol=1e-5)
+    batch["texts"] = batch["texts"] + 5.0  # a missing modality's expert has no say
+    assert torch.allclose(model(batch).logits[:4], out.logits[:4], atol=1e-5)
+
+
 def test_config_round_trips_through_dict():
     config = tiny_config(kl_weight=0.02)
     assert ModelConfig.from_dict(config.to_dict()) == config

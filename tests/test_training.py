@@ -8,6 +8,8 @@ import torch
 
 from armer.config import MODALITIES
 from armer.evaluation import predict
+from armer.metrics import emoval
+from armer.missing import MISSING_RATES
 from armer.training import TrainConfig, fold_indices, to_batch, train_folds
 from conftest import tiny_config
 
@@ -62,6 +64,17 @@ def test_best_epoch_is_tracked_per_fold_and_modality_dropout_is_active_after_war
     assert all(0.04 < f["dropped_modality_share"] < 0.12 for f in late)
     for fold, best in enumerate(result.best_epochs):  # the test corpora are scored at each fold's best epoch
         assert "test1" in result.history[best - 1]["folds"][fold]["test"]
+
+
+def test_validation_robustness_scores_each_kept_model_on_its_own_fold_under_the_sweep(trained):
+    dataset, result = trained
+    full, sweep = result.validation["full"], result.validation["missing_rate"]
+    assert full["waf"] > 0.9
+    # Out of fold: with every modality present it is the score that picked each fold's best epoch.
+    assert emoval(full, dataset.has_valence) == pytest.approx(np.mean(result.best_emovals), abs=1e-5)
+    # Audio carries the label: the more often it is missing, the lower the score.
+    assert sweep["0.1"]["waf"] > sweep["0.7"]["waf"] + 0.1
+    assert sweep["mean"]["waf"] == pytest.approx(np.mean([sweep[f"{r:.1f}"]["waf"] for r in MISSING_RATES]))
 
 
 def test_folds_partition_the_training_set_and_depend_on_the_seed():
