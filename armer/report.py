@@ -3,7 +3,8 @@
 Reads `<ROOT>/<NAME>/summary.json` of each run and prints one Markdown table with, per test
 corpus, the weighted F1 with all modalities, the mean over the six drop patterns and the mean of
 the missing-rate sweep; and the same on the validation folds (each fold's kept model on its own
-validation samples), the numbers to choose between variants by.
+validation samples), the numbers to choose between variants by, with the spread of the fusion
+weights over those samples.
 """
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ def run_row(summary: dict, corpus: str) -> list[float]:
 def validation_row(summary: dict) -> list[float | None]:
     validation = summary.get("validation")
     if not validation:  # runs from before armer.train scored the validation folds
-        return [None, None, None]
+        return [None, None, None, None]
+    spread = validation.get("weight_spread")
     return [
         validation["full"]["waf"],
         float(np.mean([validation[p]["waf"] for p in DROP_PATTERNS])),
         validation["missing_rate"]["mean"]["waf"],
+        float(np.mean(list(spread.values()))) if spread else None,
     ]
 
 
@@ -44,15 +47,17 @@ def ablation_table(root: Path, names: list[str]) -> str:
             raise SystemExit(f"error: {path} not found; did run {name!r} finish?")
         summaries[name] = json.loads(path.read_text(encoding="utf-8"))
     corpora = list(next(iter(summaries.values()))["results"])
-    columns = ["validation", *corpora]
-    header = "| run | " + " | ".join(f"{c} full | {c} drop-pattern mean | {c} missing-rate mean" for c in columns) + " |"
-    lines = [header, "|" + "---|" * (1 + 3 * len(columns))]
+    header = ("| run | validation full | validation drop-pattern mean | validation missing-rate mean | "
+              "validation weight spread | "
+              + " | ".join(f"{c} full | {c} drop-pattern mean | {c} missing-rate mean" for c in corpora) + " |")
+    lines = [header, "|" + "---|" * (5 + 3 * len(corpora))]
     for name, summary in summaries.items():
         values = validation_row(summary) + [v for corpus in corpora for v in run_row(summary, corpus)]
         lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in values) + " |")
     return "\n".join(lines) + ("\n\nWeighted F1 from each run's summary.json: validation = each fold's kept model on "
                                "its own validation samples (averaged over the folds); test corpora = fold-averaged "
-                               "test predictions.\n")
+                               "test predictions. Weight spread: the std of a modality's fusion weight over the "
+                               "validation samples, mean over the modalities (near 0: constant weights).\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -173,22 +173,27 @@ def clip_member_grad_norm_(model: RobustBase, max_norm: float) -> None:
 
 
 @torch.no_grad()
-def member_probabilities(model: RobustBase, data: dict[str, torch.Tensor], index: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's probabilities (E, N, C) and valence (E, N) on its own samples `index` (E, N)."""
-    probs, vals = [], []
+def member_predictions(model: RobustBase, data: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each member's probabilities (E, N, C), valence (E, N) and fusion weights (E, N, M) on its own samples `index` (E, N)."""
+    parts: dict[str, list[torch.Tensor]] = {"probs": [], "valence": [], "weights": []}
     for start in range(0, index.shape[1], EVAL_BATCH):
         out = model(gather(data, index[:, start:start + EVAL_BATCH]), check_inputs=False)
-        probs.append(torch.softmax(out.logits, dim=-1))
-        vals.append(out.valence[..., 0])
-    return torch.cat(probs, dim=1), torch.cat(vals, dim=1)
+        parts["probs"].append(torch.softmax(out.logits, dim=-1))
+        parts["valence"].append(out.valence[..., 0])
+        parts["weights"].append(out.weights)
+    return {k: torch.cat(v, dim=1) for k, v in parts.items()}
+
+
+def padded_index(index_sets: list[np.ndarray]) -> torch.Tensor:
+    """(E, N) indices: each member's set, repeated to the longest set's length (use the first len(set))."""
+    return torch.from_numpy(np.stack([np.resize(s, max(len(x) for x in index_sets)) for s in index_sets]))
 
 
 def score_members(model: RobustBase, data: dict[str, torch.Tensor], index_sets: list[np.ndarray],
                   has_valence: bool) -> list[dict[str, float]]:
     """Metrics of member e on its own samples `index_sets[e]`."""
-    padded = torch.from_numpy(np.stack([np.resize(s, max(len(x) for x in index_sets)) for s in index_sets]))
-    probs, vals = member_probabilities(model, data, padded)
+    out = member_predictions(model, data, padded_index(index_sets))
+    probs, vals = out["probs"], out["valence"]
     results = []
     for member, chosen in enumerate(index_sets):
         n = len(chosen)
@@ -206,9 +211,10 @@ def score_tests(model: RobustBase, tests: dict[str, dict[str, torch.Tensor]], ha
 
 def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_sets: list[np.ndarray],
                           has_valence: bool, seed: int) -> dict:
-    """Each fold's kept model on its own validation samples: all modalities, the six drop patterns and
-    the missing-rate sweep (the test protocol's masks, seeded): out-of-fold robustness, so that model variants can be
-    compared without looking at a test split. Metrics (WAF, accuracy, valence MSE) averaged over the folds."""
+    """Each fold's kept model on its own validation samples: all modalities, the six drop patterns,
+    the missing-rate sweep (the test protocol's masks, seeded) and `weight_spread`. Out-of-fold
+    robustness, so that model variants can be compared without looking at a test split. Metrics
+    (WAF, accuracy, valence MSE) averaged over the folds."""
     present = data["present"].numpy()
 
     def fold_mean(mask: np.ndarray) -> dict[str, float]:
@@ -218,7 +224,19 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
     sweep = {f"{rate:.1f}": fold_mean(random_missing_mask(present, rate, seed + k)) for k, rate in enumerate(MISSING_RATES)}
     sweep["mean"] = {key: float(np.mean([v[key] for v in sweep.values()])) for key in sweep["0.1"]}
     patterns = {name: fold_mean(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()}
-    return {"full": fold_mean(present), **patterns, "missing_rate": sweep}
+    return {"full": fold_mean(present), **patterns, "missing_rate": sweep,
+            "weight_spread": weight_spread(model, data, val_sets)}
+
+
+def weight_spread(model: RobustBase, data: dict[str, torch.Tensor], val_sets: list[np.ndarray]) -> dict[str, float]:
+    """Per modality: the std of its fusion weight over the validation samples that have every
+    modality, averaged over the folds. Near 0 means the weights are a constant per modality: the
+    uncertainty no longer tells one sample from another."""
+    index = padded_index(val_sets)
+    weights = member_predictions(model, data, index)["weights"]
+    complete = data["present"][index].all(dim=-1)  # (E, N)
+    spreads = [weights[e, :len(s)][complete[e, :len(s)]].std(dim=0) for e, s in enumerate(val_sets)]
+    return {m: float(np.nanmean([x[i] for x in spreads])) for i, m in enumerate(MODALITIES)}
 
 
 def selection_start(config: TrainConfig, model_config: ModelConfig) -> int:

@@ -10,10 +10,22 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+TRAINING_USAGE = "Training"
+SPLIT_SEED = 0  # the held-out split never changes, so a continued run never trains on it
+
+
+def training_split(usages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the FER2013 `Training` images the CNN trains on, and of the fixed 5% it never
+    sees (its validation split; the paired benchmark draws its training faces from these)."""
+    train_idx = np.flatnonzero(np.asarray(usages) == TRAINING_USAGE)
+    np.random.default_rng(SPLIT_SEED).shuffle(train_idx)
+    n_heldout = len(train_idx) // 20
+    return train_idx[n_heldout:], train_idx[:n_heldout]
 
 
 @dataclass

@@ -33,9 +33,7 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extractors.fer_cnn import FER_CLASSES, FerCNN, FerCNNConfig  # noqa: E402
-
-SPLIT_SEED = 0  # the validation split never changes, so a continued run never trains on it
+from extractors.fer_cnn import FER_CLASSES, FerCNN, FerCNNConfig, training_split  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -109,17 +107,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    rng = np.random.default_rng(SPLIT_SEED)
     npz = Path(args.data) / "fer2013" / "fer2013.npz"
     data = np.load(npz)
     images, labels, usage = data["images"], data["label"], data["usage"]
     cls_index = {c: i for i, c in enumerate(FER_CLASSES)}
     y_all = np.array([cls_index[str(c)] for c in labels])
 
-    train_idx = np.flatnonzero(usage == "Training")
-    rng.shuffle(train_idx)
-    n_val = len(train_idx) // 20
-    val_idx, train_idx = train_idx[:n_val], train_idx[n_val:]
+    train_idx, val_idx = training_split(usage)
+    n_val = len(val_idx)
     if args.limit:
         train_idx = train_idx[:args.limit]
     x_train = torch.from_numpy(images[train_idx]).float().div(255).unsqueeze(1)  # (N, 1, 48, 48)

@@ -9,7 +9,7 @@ import pytest
 
 from armer.benchmark import CLASSES, BuildOptions, SourceError, build
 from armer.benchmark.__main__ import main as bench_main
-from armer.benchmark.build import pair_sources, resolve_test_speakers
+from armer.benchmark.build import allowed_train_faces, pair_sources, resolve_test_speakers
 from armer.benchmark.sources import read_emodb, read_fer, read_meld
 from armer.data import load_dataset, load_label_file
 from tests.benchmark_fakes import FAKES, FakeVideo, make_data_root, register_fakes
@@ -65,6 +65,35 @@ def test_pairing_by_class_split_and_speaker(data_root):
     assert again == pairs
     other, _ = pair_sources(clips, fer, meld, test, 8, 4, seed=1)
     assert [p.fer_index for p in other] != [p.fer_index for p in pairs]
+
+
+def test_training_faces_are_each_speaker_s_own_and_can_be_restricted(data_root):
+    clips, fer, meld = read_emodb(data_root), read_fer(data_root), read_meld(data_root)
+    test = resolve_test_speakers(None, clips, fer, meld)
+    pairs, _ = pair_sources(clips, fer, meld, test, 8, 4, seed=0)
+    faces: dict[str, set[int]] = {}
+    for p in pairs:
+        if p.corpus == "train":
+            faces.setdefault(p.clip.speaker, set()).add(p.fer_index)
+    assert sorted(faces) == ["03", "08"] and not faces["03"] & faces["08"]  # no face crosses a speaker fold
+    allowed = np.flatnonzero(fer.usages == "Training")[::2]
+    restricted, _ = pair_sources(clips, fer, meld, test, 8, 4, seed=0, allowed_faces=allowed)
+    assert {p.fer_index for p in restricted if p.corpus == "train"} <= set(allowed.tolist())
+    assert {p.fer_index for p in restricted if p.corpus == "test1"} == {p.fer_index for p in pairs if p.corpus == "test1"}
+
+
+def test_the_fer_cnn_backend_gets_training_faces_it_never_saw(data_root):
+    from extractors.fer_cnn import training_split
+
+    fer = read_fer(data_root)
+    seen, heldout = training_split(fer.usages)
+    training = set(np.flatnonzero(fer.usages == "Training").tolist())
+    assert set(seen) | set(heldout) == training and not set(seen) & set(heldout)
+    assert np.array_equal(allowed_train_faces(fer, "auto", "fer2013-cnn"), heldout)
+    assert allowed_train_faces(fer, "auto", "fake-video") is None  # a backend not trained on FER2013
+    assert allowed_train_faces(fer, "all", "fer2013-cnn") is None
+    with pytest.raises(SourceError, match="train_faces"):
+        allowed_train_faces(fer, "some", "fer2013-cnn")
 
 
 def test_build_writes_merbench_tree(built):

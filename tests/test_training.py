@@ -10,7 +10,8 @@ from armer.config import MODALITIES
 from armer.evaluation import predict
 from armer.metrics import emoval
 from armer.missing import MISSING_RATES
-from armer.training import TrainConfig, fold_indices, to_batch, train_folds
+from armer.model import create_model
+from armer.training import TrainConfig, fold_indices, to_batch, train_folds, weight_spread
 from conftest import tiny_config
 
 
@@ -75,6 +76,14 @@ def test_validation_robustness_scores_each_kept_model_on_its_own_fold_under_the_
     # Audio carries the label: the more often it is missing, the lower the score.
     assert sweep["0.1"]["waf"] > sweep["0.7"]["waf"] + 0.1
     assert sweep["mean"]["waf"] == pytest.approx(np.mean([sweep[f"{r:.1f}"]["waf"] for r in MISSING_RATES]))
+
+
+def test_weight_spread_tells_sample_dependent_weights_from_constant_ones(trained):
+    dataset, result = trained
+    assert result.validation["weight_spread"]["audio"] > 0.01  # sigma follows each sample's evidence
+    equal = create_model(tiny_config(hidden_dim=32, use_vae=False)).eval()  # equal weights, whatever the input
+    sets = fold_indices(len(dataset.train), 2, seed=0)[:1]
+    assert max(weight_spread(equal, to_batch(dataset.train), sets).values()) < 1e-6
 
 
 def test_folds_partition_the_training_set_and_depend_on_the_seed():

@@ -3,7 +3,9 @@
 Each EmoDB clip of the six shared classes is paired ``k`` times (default 8 for train, 4 for test)
 with a random FER2013 image and a random MELD utterance of the same class from the same split.
 Splits: EmoDB by speaker (``test_speakers``), FER2013 ``Training`` -> train and any other usage ->
-test, MELD ``train*.csv`` -> train and any other CSV -> test. Features are extracted once per
+test, MELD ``train*.csv`` -> train and any other CSV -> test. Each training speaker draws its faces
+from its own share of the images (no face crosses a speaker-grouped fold), and with the
+``fer2013-cnn`` video backend only from the images that CNN never trained on (``train_faces``). Features are extracted once per
 source item (content-addressed cache outside the repository) and written as MERBench feature
 folders with a ``label-6way.npz``-style label file (no valence), so ``armer.train`` and
 ``armer.evaluate`` run on it unchanged.
@@ -87,6 +89,11 @@ class BuildOptions:
     snr_db: tuple[float, float] = (5.0, 10.0)
     blur_factors: tuple[int, ...] = (2, 4)
     word_drop: float = 0.3
+    # Which FER2013 `Training` images the training pairs draw faces from. auto: the fer2013-cnn
+    # backend's held-out split when that backend extracts the video (its features of images it was
+    # trained on are ~11 points more accurate than of unseen ones, so training and validation would
+    # see a face modality far more reliable than the test faces); every Training image otherwise.
+    train_faces: str = "auto"  # auto | heldout | all
 
 
 @dataclass(frozen=True)
@@ -119,10 +126,47 @@ def resolve_test_speakers(requested: list[str] | None, clips: list[Clip], fer: F
     return default_test_speakers(present)
 
 
+TRAIN_FACES = ("auto", "heldout", "all")
+
+
+def allowed_train_faces(fer: FerImages, train_faces: str, video_extractor: str) -> np.ndarray | None:
+    """FER2013 image indices the training pairs may use (None: every `Training` image)."""
+    if train_faces not in TRAIN_FACES:
+        raise SourceError(f"train_faces={train_faces!r} must be one of {TRAIN_FACES}")
+    if train_faces == "all" or (train_faces == "auto" and video_extractor != "fer2013-cnn"):
+        return None
+    from extractors.fer_cnn import training_split
+
+    return training_split(fer.usages)[1]
+
+
+def train_face_pools(fer: FerImages, train_speakers: list[str], allowed: np.ndarray | None, seed: int
+                     ) -> dict[tuple[str, str], np.ndarray]:
+    """Training faces per (speaker, class): each training speaker gets a disjoint share of a class's
+    images, so that no face is on both sides of a speaker-grouped cross-validation fold."""
+    rng = np.random.default_rng(item_seed(seed, "train-faces"))
+    pools: dict[tuple[str, str], np.ndarray] = {}
+    for label in CLASSES:
+        images = fer.indices("train", label)
+        if allowed is not None:
+            images = np.intersect1d(images, allowed)
+        shares = np.array_split(rng.permutation(images), len(train_speakers)) if train_speakers else []
+        for speaker, share in zip(train_speakers, shares):
+            pools[(speaker, label)] = np.sort(share)
+    return pools
+
+
 def pair_sources(clips: list[Clip], fer: FerImages, meld: list[Utterance], test_speakers: list[str],
-                 k_train: int, k_test: int, seed: int) -> tuple[list[Pair], dict[str, Any]]:
-    """The paired samples of train and test1, deterministic for a seed; and what was skipped."""
+                 k_train: int, k_test: int, seed: int, allowed_faces: np.ndarray | None = None
+                 ) -> tuple[list[Pair], dict[str, Any]]:
+    """The paired samples of train and test1, deterministic for a seed; and what was skipped.
+
+    Training faces come from the speaker's own share (`train_face_pools`) of `allowed_faces`
+    (None: every `Training` image); test faces from any other usage.
+    """
     rng = np.random.default_rng(seed)
+    train_speakers = sorted({c.speaker for c in clips} - set(test_speakers))
+    pools = train_face_pools(fer, train_speakers, allowed_faces, seed)
     by_split_label: dict[tuple[str, str], list[Utterance]] = {}
     for u in meld:
         by_split_label.setdefault((u.split, u.label), []).append(u)
@@ -131,7 +175,7 @@ def pair_sources(clips: list[Clip], fer: FerImages, meld: list[Utterance], test_
     for clip in clips:  # sorted by name
         split = "test" if clip.speaker in test_speakers else "train"
         corpus = "test1" if split == "test" else "train"
-        faces = fer.indices(split, clip.label)
+        faces = fer.indices(split, clip.label) if split == "test" else pools[(clip.speaker, clip.label)]
         texts = by_split_label.get((split, clip.label), [])
         if len(faces) == 0 or not texts:
             reason = f"{split}/{clip.label}: no " + ("FER2013 image" if len(faces) == 0 else "MELD utterance")
@@ -285,7 +329,9 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
     root = Path(options.data_root)
     clips, fer, meld = read_emodb(root), read_fer(root), read_meld(root)
     test_speakers = resolve_test_speakers(options.test_speakers, clips, fer, meld)
-    pairs, skipped = pair_sources(clips, fer, meld, test_speakers, options.k_train, options.k_test, options.seed)
+    allowed = allowed_train_faces(fer, options.train_faces, options.extractors["video"])
+    pairs, skipped = pair_sources(clips, fer, meld, test_speakers, options.k_train, options.k_test, options.seed,
+                                  allowed)
     if not pairs:
         raise SourceError(f"no pairs could be built from {root} (skipped: {skipped})")
     for reason, n in skipped.items():
@@ -368,6 +414,10 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
             "test_speakers": test_speakers,
             "train_speakers": [s for s in speakers(clips) if s not in test_speakers],
             "fer_usages": {u: ("train" if u == FER_TRAIN_USAGE else "test") for u in fer.usage_names},
+            "train_faces": {"option": options.train_faces,
+                            "pool": "every Training image" if allowed is None else
+                            f"the {options.extractors['video']} backend's held-out split ({len(allowed)} images)",
+                            "distinct_images": len({p.fer_index for p in pairs if p.corpus == "train"})},
             "meld_csv": sorted({u.key.rsplit("-", 2)[0] for u in meld}),
             "skipped_clips": skipped,
         },
