@@ -44,7 +44,8 @@ each EmoDB clip of the six shared classes is paired with a random FER2013 face a
 utterance **of the same class and split** (8 pairings per training clip, 4 per test clip).
 Splits: EmoDB by speaker (test speakers {src.get('test_speakers')}, training speakers
 {src.get('train_speakers')}), FER2013 `Training` -> train and other usages -> test, MELD
-`train` -> train and other CSV files -> test. The noise corpus degrades the raw test inputs: speech +
+`train` -> train and other CSV files -> test. Training faces: {(src.get('train_faces') or {}).get('pool', 'every Training image')},
+each training speaker with its own share. The noise corpus degrades the raw test inputs: speech +
 white noise at 5-10 dB SNR, faces blurred by down/up-sampling x2 or x4, 30 % of the words dropped.
 
 ## Reproduce
