@@ -10,7 +10,8 @@ epoch, test predictions averaged over the folds. Writes under --save_root:
 `train.log`, `checkpoint/` (model.safetensors + config.json, the five fold models as one
 ensemble), `history.json` (per epoch and fold) and `summary.json` (per test corpus and condition:
 full, the six drop patterns, the missing-rate sweep and its mean; WAF, accuracy, valence MSE; and
-`validation`: each fold's kept model on its own validation samples, full and under the sweep).
+`validation`: each fold's kept model on its own validation samples under the same conditions,
+and the spread of its fusion weights).
 """
 from __future__ import annotations
 

@@ -174,7 +174,8 @@ def clip_member_grad_norm_(model: RobustBase, max_norm: float) -> None:
 
 @torch.no_grad()
 def member_predictions(model: RobustBase, data: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each member's probabilities (E, N, C), valence (E, N) and fusion weights (E, N, M) on its own samples `index` (E, N)."""
+    """Each member's probabilities (E, N, C), valence (E, N) and fusion weights (E, N, M) on its own
+    samples `index` (E, N)."""
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "valence": [], "weights": []}
     for start in range(0, index.shape[1], EVAL_BATCH):
         out = model(gather(data, index[:, start:start + EVAL_BATCH]), check_inputs=False)

@@ -5,10 +5,10 @@ with a random FER2013 image and a random MELD utterance of the same class from t
 Splits: EmoDB by speaker (``test_speakers``), FER2013 ``Training`` -> train and any other usage ->
 test, MELD ``train*.csv`` -> train and any other CSV -> test. Each training speaker draws its faces
 from its own share of the images (no face crosses a speaker-grouped fold), and with the
-``fer2013-cnn`` video backend only from the images that CNN never trained on (``train_faces``). Features are extracted once per
-source item (content-addressed cache outside the repository) and written as MERBench feature
-folders with a ``label-6way.npz``-style label file (no valence), so ``armer.train`` and
-``armer.evaluate`` run on it unchanged.
+``fer2013-cnn`` video backend only from the images that CNN never trained on (``train_faces``).
+Features are extracted once per source item (content-addressed cache outside the repository) and
+written as MERBench feature folders with a ``label-6way.npz``-style label file (no valence), so
+``armer.train`` and ``armer.evaluate`` run on it unchanged.
 
 Corpora in the label file:
     train   clean training pairs (absent when the data root holds no training material)
