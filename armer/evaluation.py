@@ -15,7 +15,7 @@ import torch
 from armer.config import MODALITIES
 from armer.data import Corpus
 from armer.metrics import score
-from armer.missing import DROP_PATTERNS, MISSING_RATES, pattern_mask, random_missing_mask
+from armer.missing import DROP_PATTERNS, pattern_mask, sweep_masks
 from armer.model import Ensemble
 
 EVAL_BATCH = 512
@@ -85,8 +85,7 @@ def evaluate_corpus(
     results: dict[str, Any] = {"full": evaluate_mask(model, corpus, present, has_valence)}
     for name, keep in DROP_PATTERNS.items():
         results[name] = evaluate_mask(model, corpus, pattern_mask(present, keep), has_valence)
-    sweep = {f"{rate:.1f}": evaluate_mask(model, corpus, random_missing_mask(present, rate, seed + k), has_valence)
-             for k, rate in enumerate(MISSING_RATES)}
+    sweep = {rate: evaluate_mask(model, corpus, mask, has_valence) for rate, mask in sweep_masks(present, seed).items()}
     sweep["mean"] = mean_of(list(sweep.values()))
     results["missing_rate"] = sweep
     if noise_levels:

@@ -89,5 +89,10 @@ def random_missing_mask(present: np.ndarray, rate: float, seed: int) -> np.ndarr
     return mask
 
 
+def sweep_masks(present: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The missing-rate sweep's masks, one per rate in `MISSING_RATES` (keyed "0.1" ...), rate k seeded `seed + k`."""
+    return {f"{rate:.1f}": random_missing_mask(present, rate, seed + k) for k, rate in enumerate(MISSING_RATES)}
+
+
 def describe_mask(mask: tuple[bool, bool, bool]) -> str:
     return "+".join(m for m, keep in zip(MODALITIES, mask) if keep) or "none"

@@ -17,8 +17,8 @@ import numpy as np
 from armer.missing import DROP_PATTERNS
 
 
-def run_row(summary: dict, corpus: str) -> list[float]:
-    results = summary["results"][corpus]
+def condition_row(results: dict) -> list[float]:
+    """Weighted F1 with all modalities, mean over the six drop patterns, mean of the missing-rate sweep."""
     return [
         results["full"]["waf"],
         float(np.mean([results[p]["waf"] for p in DROP_PATTERNS])),
@@ -27,16 +27,12 @@ def run_row(summary: dict, corpus: str) -> list[float]:
 
 
 def validation_row(summary: dict) -> list[float | None]:
+    """`condition_row` of the validation folds and the mean weight spread."""
     validation = summary.get("validation")
     if not validation:  # runs from before armer.train scored the validation folds
         return [None, None, None, None]
     spread = validation.get("weight_spread")
-    return [
-        validation["full"]["waf"],
-        float(np.mean([validation[p]["waf"] for p in DROP_PATTERNS])),
-        validation["missing_rate"]["mean"]["waf"],
-        float(np.mean(list(spread.values()))) if spread else None,
-    ]
+    return condition_row(validation) + [float(np.mean(list(spread.values()))) if spread else None]
 
 
 def ablation_table(root: Path, names: list[str]) -> str:
@@ -52,7 +48,7 @@ def ablation_table(root: Path, names: list[str]) -> str:
               + " | ".join(f"{c} full | {c} drop-pattern mean | {c} missing-rate mean" for c in corpora) + " |")
     lines = [header, "|" + "---|" * (5 + 3 * len(corpora))]
     for name, summary in summaries.items():
-        values = validation_row(summary) + [v for corpus in corpora for v in run_row(summary, corpus)]
+        values = validation_row(summary) + [v for corpus in corpora for v in condition_row(summary["results"][corpus])]
         lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in values) + " |")
     return "\n".join(lines) + ("\n\nWeighted F1 from each run's summary.json: validation = each fold's kept model on "
                                "its own validation samples (averaged over the folds); test corpora = fold-averaged "

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from armer import losses
 from armer.config import MODALITIES, ModelConfig
 from armer.data import Corpus, Dataset
+from armer.evaluation import mean_of
 from armer.metrics import emoval, score
-from armer.missing import DROP_PATTERNS, MISSING_RATES, pattern_mask, random_missing_mask
+from armer.missing import DROP_PATTERNS, pattern_mask, sweep_masks
 from armer.model import Ensemble, RobustBase, create_model
 
 log = logging.getLogger(__name__)
@@ -193,13 +194,17 @@ def padded_index(index_sets: list[np.ndarray]) -> torch.Tensor:
 def score_members(model: RobustBase, data: dict[str, torch.Tensor], index_sets: list[np.ndarray],
                   has_valence: bool) -> list[dict[str, float]]:
     """Metrics of member e on its own samples `index_sets[e]`."""
-    out = member_predictions(model, data, padded_index(index_sets))
-    probs, vals = out["probs"], out["valence"]
+    return score_predictions(member_predictions(model, data, padded_index(index_sets)), data, index_sets, has_valence)
+
+
+def score_predictions(predictions: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
+                      index_sets: list[np.ndarray], has_valence: bool) -> list[dict[str, float]]:
+    """Metrics of `member_predictions` on `padded_index(index_sets)`: member e on its first len(index_sets[e])."""
     results = []
     for member, chosen in enumerate(index_sets):
         n = len(chosen)
-        results.append(score(probs[member, :n].numpy(), vals[member, :n].numpy(), data["emos"][chosen].numpy(),
-                             data["vals"][chosen].numpy(), has_valence))
+        results.append(score(predictions["probs"][member, :n].numpy(), predictions["valence"][member, :n].numpy(),
+                             data["emos"][chosen].numpy(), data["vals"][chosen].numpy(), has_valence))
     return results
 
 
@@ -218,25 +223,24 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
     (WAF, accuracy, valence MSE) averaged over the folds."""
     present = data["present"].numpy()
 
-    def fold_mean(mask: np.ndarray) -> dict[str, float]:
-        metrics = score_members(model, dict(data, present=torch.from_numpy(mask)), val_sets, has_valence)
-        return {key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}
+    def masked(mask: np.ndarray) -> dict[str, float]:
+        return mean_of(score_members(model, dict(data, present=torch.from_numpy(mask)), val_sets, has_valence))
 
-    sweep = {f"{rate:.1f}": fold_mean(random_missing_mask(present, rate, seed + k)) for k, rate in enumerate(MISSING_RATES)}
-    sweep["mean"] = {key: float(np.mean([v[key] for v in sweep.values()])) for key in sweep["0.1"]}
-    patterns = {name: fold_mean(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()}
-    return {"full": fold_mean(present), **patterns, "missing_rate": sweep,
-            "weight_spread": weight_spread(model, data, val_sets)}
+    full = member_predictions(model, data, padded_index(val_sets))
+    sweep = {rate: masked(mask) for rate, mask in sweep_masks(present, seed).items()}
+    sweep["mean"] = mean_of(list(sweep.values()))
+    return {"full": mean_of(score_predictions(full, data, val_sets, has_valence)),
+            **{name: masked(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()},
+            "missing_rate": sweep, "weight_spread": weight_spread(full["weights"], data["present"], val_sets)}
 
 
-def weight_spread(model: RobustBase, data: dict[str, torch.Tensor], val_sets: list[np.ndarray]) -> dict[str, float]:
-    """Per modality: the std of its fusion weight over the validation samples that have every
-    modality, averaged over the folds. Near 0 means the weights are a constant per modality: the
-    uncertainty no longer tells one sample from another."""
-    index = padded_index(val_sets)
-    weights = member_predictions(model, data, index)["weights"]
-    complete = data["present"][index].all(dim=-1)  # (E, N)
-    spreads = [weights[e, :len(s)][complete[e, :len(s)]].std(dim=0) for e, s in enumerate(val_sets)]
+def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray]) -> dict[str, float]:
+    """Per modality: the std of its fusion weight over each member's samples that have every
+    modality, averaged over the members. `weights` (E, N, M) are `member_predictions` on
+    `padded_index(index_sets)`; `present` (N_all, M) the data's presence. Near 0 means the weights are
+    a constant per modality: the uncertainty no longer tells one sample from another."""
+    complete = present[padded_index(index_sets)].all(dim=-1)  # (E, N)
+    spreads = [weights[e, :len(s)][complete[e, :len(s)]].std(dim=0) for e, s in enumerate(index_sets)]
     return {m: float(np.nanmean([x[i] for x in spreads])) for i, m in enumerate(MODALITIES)}
 
 

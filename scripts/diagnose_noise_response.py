@@ -31,15 +31,15 @@ DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}
 
 
 @torch.no_grad()
-def modality_view(network, corpus: Corpus) -> dict[str, np.ndarray]:
-    """Ensemble-mean u, fusion weights, unimodal-head probabilities for every sample (all present)."""
+def modality_view(ensemble, corpus: Corpus) -> dict[str, np.ndarray]:
+    """Ensemble-mean u, fusion weights, unimodal-head probabilities and their entropy (nats) for
+    every sample, with its modalities as the corpus has them."""
     batch = {"audios": torch.from_numpy(corpus.features[0]), "texts": torch.from_numpy(corpus.features[1]),
              "videos": torch.from_numpy(corpus.features[2]), "present": torch.from_numpy(corpus.present)}
-    out = network(batch)
-    if out.mu.dim() == 3:  # a one-member network drops the member dim
-        out = out.map_tensors(lambda v: v.unsqueeze(0))
-    probs = torch.softmax(network.unimodal_heads(out.mu), dim=-1).mean(dim=0)  # (B, M, C)
-    return {"u": out.sigma.mean(dim=0).numpy(), "weights": out.weights.mean(dim=0).numpy(), "probs": probs.numpy()}
+    out = ensemble.member_outputs(batch)  # (E, B, ...)
+    probs = torch.softmax(ensemble.network.unimodal_heads(out.mu), dim=-1).mean(dim=0).numpy()  # (B, M, C)
+    return {"u": out.sigma.mean(dim=0).numpy(), "weights": out.weights.mean(dim=0).numpy(), "probs": probs,
+            "entropy": -(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1)}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,24 +59,20 @@ def main() -> None:
     names = {m: info.features[m]["name"] for m in MODALITIES}
     data = load_dataset(bench / "features", bench / "label-6way.npz", names, info.model.feat_type)
     clean = data.tests["test1"]
-    clean_view = modality_view(ensemble.network, clean)
+    clean_view = modality_view(ensemble, clean)
     rows = {}
     for i, m in enumerate(MODALITIES):
         noised = data.tests[DEGRADED[m]]
-        view = modality_view(ensemble.network, noised)
+        view = modality_view(ensemble, noised)
         both = clean.present[:, i] & noised.present[:, i]
-        stats = {}
-        for label, v in (("clean", clean_view), ("degraded", view)):
-            probs = v["probs"][both, i]
-            stats[label] = {
-                "head_entropy": float(-(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1).mean()),
-                "head_accuracy": float((probs.argmax(-1) == clean.emotions[both]).mean()),
-                "u": float(v["u"][both, i].mean()), "weight": float(v["weights"][both, i].mean()),
-            }
-        entropy = -(clean_view["probs"][both, i] * np.log(np.clip(clean_view["probs"][both, i], 1e-12, None))).sum(-1)
+        stats = {label: {"head_entropy": float(v["entropy"][both, i].mean()),
+                         "head_accuracy": float((v["probs"][both, i].argmax(-1) == clean.emotions[both]).mean()),
+                         "u": float(v["u"][both, i].mean()), "weight": float(v["weights"][both, i].mean())}
+                 for label, v in (("clean", clean_view), ("degraded", view))}
         rows[m] = {"corpus": DEGRADED[m], "n": int(both.sum()),
                    "feature_cosine_median": float(np.median(cosine(clean.features[i][both], noised.features[i][both]))),
-                   "corr_u_entropy_clean": float(np.corrcoef(clean_view["u"][both, i], entropy)[0, 1]), **stats,
+                   "corr_u_entropy_clean": float(np.corrcoef(clean_view["u"][both, i], clean_view["entropy"][both, i])[0, 1]),
+                   **stats,
                    "lost": int((clean.present[:, i] & ~noised.present[:, i]).sum())}
     command = "python scripts/diagnose_noise_response.py " + " ".join(sys.argv[1:])
     lines = ["# How a V2 checkpoint's sigma and fusion weights respond to one degraded modality", "",

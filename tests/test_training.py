@@ -11,7 +11,8 @@ from armer.evaluation import predict
 from armer.metrics import emoval
 from armer.missing import MISSING_RATES
 from armer.model import create_model
-from armer.training import TrainConfig, fold_indices, to_batch, train_folds, weight_spread
+from armer.training import (TrainConfig, fold_indices, member_predictions, padded_index, to_batch, train_folds,
+                            weight_spread)
 from conftest import tiny_config
 
 
@@ -82,8 +83,9 @@ def test_weight_spread_tells_sample_dependent_weights_from_constant_ones(trained
     dataset, result = trained
     assert result.validation["weight_spread"]["audio"] > 0.01  # sigma follows each sample's evidence
     equal = create_model(tiny_config(hidden_dim=32, use_vae=False)).eval()  # equal weights, whatever the input
-    sets = fold_indices(len(dataset.train), 2, seed=0)[:1]
-    assert max(weight_spread(equal, to_batch(dataset.train), sets).values()) < 1e-6
+    sets, data = fold_indices(len(dataset.train), 2, seed=0)[:1], to_batch(dataset.train)
+    weights = member_predictions(equal, data, padded_index(sets))["weights"]
+    assert max(weight_spread(weights, data["present"], sets).values()) < 1e-6
 
 
 def test_folds_partition_the_training_set_and_depend_on_the_seed():
