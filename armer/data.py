@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 MER2023_LABELS = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 UNLABELLED_VALENCE = -10.0
+# `<feature folder><DEGRADED_SUFFIX>` holds degraded views of the training samples (same names):
+# written by `armer.benchmark build`, swapped in during training by `armer.train --degraded_views`.
+DEGRADED_SUFFIX = "-DEGRADED"
 
 
 class DataError(ValueError):
@@ -38,6 +41,10 @@ class Corpus:
     present: np.ndarray  # (N, 3) bool: the modality's feature file exists and is not all zero
     emotions: np.ndarray  # (N,) int64 class indices
     valences: np.ndarray  # (N,) float32, UNLABELLED_VALENCE where unlabelled
+    # Degraded views of the same samples (train only, when asked for): features and presence like above.
+    degraded: list[np.ndarray] | None = None
+    degraded_present: np.ndarray | None = None
+
     @property
     def valence_labelled(self) -> np.ndarray:
         return self.valences != UNLABELLED_VALENCE
@@ -53,6 +60,8 @@ class Corpus:
             present=self.present[indices],
             emotions=self.emotions[indices],
             valences=self.valences[indices],
+            degraded=None if self.degraded is None else [f[indices] for f in self.degraded],
+            degraded_present=None if self.degraded_present is None else self.degraded_present[indices],
         )
 
 
@@ -127,6 +136,15 @@ def resolve_feature_folder(features_root: Path, name: str, feat_type: str) -> Pa
     )
 
 
+def degraded_folder(folder: Path) -> Path:
+    """The folder of `folder`'s degraded training views; a clear error when it was never built."""
+    views = folder.with_name(folder.name + DEGRADED_SUFFIX)
+    if not views.is_dir():
+        raise DataError(f"no degraded training views for {folder.name}: {views} does not exist. Build them with "
+                        f"`python -m armer.benchmark build` (on by default), or train with --degraded_views 0")
+    return views
+
+
 def read_feature(path: Path, feat_type: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
@@ -190,8 +208,10 @@ def load_dataset(
     feature_names: dict[str, str],
     feat_type: str = "utt",
     label_names: list[str] | None = None,
+    degraded_views: bool = False,
 ) -> Dataset:
-    """Load every corpus of a label file with the named feature folders (one per modality)."""
+    """Load every corpus of a label file with the named feature folders (one per modality); with
+    `degraded_views`, also the train corpus's degraded views from `<folder>-DEGRADED`."""
     root = Path(features_root)
     if not root.is_dir():
         raise DataError(f"features root {root} does not exist or is not a folder")
@@ -219,6 +239,10 @@ def load_dataset(
             dropped = [s for s, k in zip(samples, keep) if not k]
             log.warning("corpus %s: %d samples have no feature in any modality and are left out (e.g. %s)",
                         corpus_name, len(dropped), dropped[:3])
+        degraded = degraded_present = None
+        if degraded_views and corpus_name == "train":
+            views = [load_modality(degraded_folder(folders[m]), samples, feat_type, d) for m, d in zip(MODALITIES, dims)]
+            degraded, degraded_present = [f for f, _ in views], np.stack([p for _, p in views], axis=1)
         corpus = Corpus(
             name=corpus_name,
             samples=samples,
@@ -226,6 +250,8 @@ def load_dataset(
             present=present,
             emotions=np.array([encode_emotion(entries[s].get("emo"), names, s) for s in samples], dtype=np.int64),
             valences=np.array([float(entries[s].get("val", UNLABELLED_VALENCE)) for s in samples], dtype=np.float32),
+            degraded=degraded,
+            degraded_present=degraded_present,
         )
         corpora[corpus_name] = corpus.subset(np.flatnonzero(keep)) if not keep.all() else corpus
     if not corpora:

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(0: one per core)")
     train.add_argument("--threads", type=int, default=defaults.threads,
                        help="torch threads per worker (0: the cores divided among the workers)")
+    train.add_argument("--degraded_views", type=float, default=defaults.degraded_views,
+                       help="probability that a present modality of a training sample is swapped for its degraded "
+                            "view at each step (needs <feature folder>-DEGRADED, as armer.benchmark builds; 0: never)")
     train.add_argument("--normalize", default=defaults.normalize, action=argparse.BooleanOptionalAction,
                        help="standardise features with each fold's training statistics")
     add_model_arguments(parser.add_argument_group("model"))
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     names = {"audio": args.audio_feature, "text": args.text_feature, "video": args.video_feature}
     try:
-        dataset = load_dataset(args.features_root, args.label_path, names, args.feat_type)
+        if not 0.0 <= args.degraded_views <= 1.0:
+            raise DataError(f"--degraded_views {args.degraded_views} must be in [0, 1]")
+        dataset = load_dataset(args.features_root, args.label_path, names, args.feat_type,
+                               degraded_views=args.degraded_views > 0)
     except DataError as exc:
         parser.exit(2, f"error: {exc}\n")
     if "train" not in dataset.corpora:
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_config = TrainConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed,
                                num_folds=args.num_folds, normalize=args.normalize, workers=args.workers, threads=args.threads,
                                fold_groups=args.fold_groups, test_every_epoch=args.test_every_epoch,
-                               select_from_epoch=args.select_from_epoch)
+                               select_from_epoch=args.select_from_epoch, degraded_views=args.degraded_views)
     result = train_folds(dataset, model_config, train_config)
     info = CheckpointInfo(
         model=model_config, label_names=dataset.label_names, has_valence=dataset.has_valence,

@@ -55,6 +55,9 @@ class TrainConfig:
     # (before it the training recipe is not complete, and an early epoch that never saw modality
     # dropout can win on full-modality validation data); 1: every epoch, as MERBench.
     select_from_epoch: int = 0
+    # Probability that a present modality of a training sample is replaced, at each step, by its
+    # degraded view (`<feature folder>-DEGRADED`, written by `armer.benchmark build`); 0: never.
+    degraded_views: float = 0.0
 
 
 @dataclass
@@ -135,17 +138,34 @@ def feature_statistics(corpus: Corpus) -> dict[str, dict[str, list[float]]]:
     return stats
 
 
+FEATURE_KEYS = ("audios", "texts", "videos")  # the batch keys of the modalities, in MODALITIES order
+
+
 def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
-    """The corpus as tensors sharing the arrays' memory (no copy)."""
-    return {
-        "audios": torch.from_numpy(corpus.features[0]),
-        "texts": torch.from_numpy(corpus.features[1]),
-        "videos": torch.from_numpy(corpus.features[2]),
+    """The corpus as tensors sharing the arrays' memory (no copy); its degraded views, if loaded,
+    as `degraded_<key>` and `degraded_present`."""
+    batch = {
+        **{key: torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.features)},
         "present": torch.from_numpy(corpus.present),
         "emos": torch.from_numpy(corpus.emotions),
         "vals": torch.from_numpy(corpus.valences),
         "val_labelled": torch.from_numpy(corpus.valence_labelled),
     }
+    if corpus.degraded is not None:
+        batch.update({f"degraded_{key}": torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.degraded)})
+        batch["degraded_present"] = torch.from_numpy(corpus.degraded_present)
+    return batch
+
+
+def with_degraded_views(batch: dict[str, torch.Tensor], swap: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch with modality m of sample b replaced by its degraded view where `swap[..., b, m]`
+    (and the view exists), without the view keys. `swap` (..., B, 3) bool."""
+    swap = swap & batch["present"] & batch["degraded_present"]
+    out = {k: v for k, v in batch.items() if not k.startswith("degraded_")}
+    for i, key in enumerate(FEATURE_KEYS):
+        chosen = swap[..., i].reshape(*swap.shape[:-1], *([1] * (batch[key].dim() - swap.dim() + 1)))
+        out[key] = torch.where(chosen, batch[f"degraded_{key}"], batch[key])
+    return out
 
 
 def member_indices(index_sets: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -229,9 +249,35 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
     full = member_predictions(model, data, padded_index(val_sets))
     sweep = {rate: masked(mask) for rate, mask in sweep_masks(present, seed).items()}
     sweep["mean"] = mean_of(list(sweep.values()))
-    return {"full": mean_of(score_predictions(full, data, val_sets, has_valence)),
-            **{name: masked(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()},
-            "missing_rate": sweep, "weight_spread": weight_spread(full["weights"], data["present"], val_sets)}
+    result = {"full": mean_of(score_predictions(full, data, val_sets, has_valence)),
+              **{name: masked(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()},
+              "missing_rate": sweep, "weight_spread": weight_spread(full["weights"], data["present"], val_sets)}
+    if "degraded_present" in data:
+        result["degraded"] = degraded_response(model, data, val_sets, full["weights"], has_valence)
+    return result
+
+
+def degraded_response(model: RobustBase, data: dict[str, torch.Tensor], val_sets: list[np.ndarray],
+                      clean_weights: torch.Tensor, has_valence: bool) -> dict:
+    """On the validation samples that have every modality and every degraded view: each modality's
+    mean fusion weight clean and with only that modality degraded (`weight_clean`, `weight_degraded`,
+    averaged over the folds), and the metrics with every modality degraded (`all`)."""
+    index = padded_index(val_sets)
+    usable = (data["present"] & data["degraded_present"]).all(dim=-1)[index]  # (E, N)
+    rows = [usable[e, :len(s)] for e, s in enumerate(val_sets)]
+
+    def mean_weight(weights: torch.Tensor, modality: int) -> float:
+        return float(np.mean([weights[e, :len(s)][rows[e], modality].mean() for e, s in enumerate(val_sets)]))
+
+    result: dict = {}
+    for i, modality in enumerate(MODALITIES):
+        swap = torch.zeros_like(data["present"])
+        swap[:, i] = True
+        weights = member_predictions(model, with_degraded_views(data, swap), index)["weights"]
+        result[modality] = {"weight_clean": mean_weight(clean_weights, i), "weight_degraded": mean_weight(weights, i)}
+    every = with_degraded_views(data, torch.ones_like(data["present"]))
+    result["all"] = mean_of(score_members(model, every, [s[r.numpy()] for s, r in zip(val_sets, rows)], has_valence))
+    return result
 
 
 def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray]) -> dict[str, float]:
@@ -274,6 +320,9 @@ def train_members(
         model.normalizer.set_statistics(stats)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
     data = to_batch(dataset.train)  # views of the (fork-shared) arrays; batches are gathered per step
+    if config.degraded_views > 0 and "degraded_present" not in data:
+        raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
+    clean = {k: v for k, v in data.items() if not k.startswith("degraded_")}  # what validation scores
     tests = {name: to_batch(corpus) for name, corpus in dataset.tests.items()} if config.test_every_epoch else {}
     has_valence = dataset.has_valence
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -289,6 +338,8 @@ def train_members(
         total, dropped, seen = torch.zeros(members), torch.zeros(members), torch.zeros(members)
         for begin in range(0, order.shape[1], config.batch_size):
             batch = gather(data, order[:, begin:begin + config.batch_size])
+            if config.degraded_views > 0:
+                batch = with_degraded_views(batch, torch.rand(batch["present"].shape) < config.degraded_views)
             out = model(batch, check_inputs=False)
             loss = losses.task_loss(out.logits, out.valence, batch["emos"], batch["vals"], batch["val_labelled"])
             loss = loss + out.interloss
@@ -303,7 +354,7 @@ def train_members(
                 dropped += (batch["present"] & ~out.present).flatten(1).sum(dim=1)
                 seen += batch["present"].flatten(1).sum(dim=1)
         model.eval()
-        val_metrics = score_members(model, data, val_sets, has_valence)
+        val_metrics = score_members(model, clean, val_sets, has_valence)
         values = [emoval(m, has_valence) for m in val_metrics]
         selectable = epoch >= first_candidate
         improved = [i for i, value in enumerate(values) if selectable and value > best_emoval[i]]

@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="cross-validation folds over EmoDB speakers (default), clips, or samples (none: "
                         "MERBench's random folds, which leak copies of a clip into validation)")
     p.add_argument("--build_args", default="", help="extra arguments for armer.benchmark build (quoted)")
+    p.add_argument("--degraded_views", type=float, default=0.25,
+                   help="armer.train --degraded_views for every run, V1 and V2 alike: the probability that a "
+                        "training modality is swapped for its degraded view (the builder's training views)")
     p.add_argument("--train_args", default="", help="extra arguments for every armer.train run (quoted)")
     p.add_argument("--no_ablations", action="store_true")
     p.add_argument("--no_export", action="store_true", help="do not copy the best V2 to --checkpoint_dir")
@@ -102,7 +105,8 @@ def build_benchmark(args) -> tuple[dict, list[str]]:
         manifest = json.loads(manifest_path.read_text())
         same = (manifest.get("data_root") == str(Path(args.data_root))
                 and manifest.get("command_args") == cmd[3:]
-                and "train_faces" in manifest.get("sources", {}))  # older builds paired faces differently
+                and "train_faces" in manifest.get("sources", {})  # older builds paired faces differently
+                and (manifest.get("train_views") is not None or "--no_train_views" in cmd))
         if same:
             print(f"benchmark: reusing {bench}", flush=True)
             return manifest, cmd
@@ -121,7 +125,7 @@ def train_command(args, manifest: dict, model: str, seed: int, save_root: Path) 
             "--label_path", str(bench / "label-6way.npz"), "--save_root", str(save_root),
             "--audio_feature", f["audio"], "--text_feature", f["text"], "--video_feature", f["video"],
             "--model", model, "--seed", str(seed), "--epochs", str(args.epochs), "--num_folds", str(args.num_folds),
-            "--workers", str(args.workers), *shlex.split(args.train_args)]
+            "--workers", str(args.workers), "--degraded_views", str(args.degraded_views), *shlex.split(args.train_args)]
 
 
 def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
@@ -199,6 +203,7 @@ ABLATIONS = {
     "v2_temperature_2.0": ["--fusion_temperature", "2.0"],
     "v2_no_expert_fusion": ["--no-expert_fusion"],
     "v2_cross_kl_0.1": ["--cross_kl_weight", "0.1"],
+    "v2_no_degraded_views": ["--degraded_views", "0"],
 }
 
 
@@ -249,6 +254,10 @@ def aggregate(runs: dict[str, dict[int, Path]], unc: dict[str, dict[int, dict]])
                                                       for summ in summaries.values() if "validation" in summ])
         model["validation_weight_spread"] = {m: ms([summ["validation"]["weight_spread"][m] for summ in summaries.values()
                                                     if "weight_spread" in summ.get("validation", {})]) for m in MODALITIES}
+        degraded = [summ["validation"]["degraded"] for summ in summaries.values() if "degraded" in summ.get("validation", {})]
+        model["validation_degraded"] = {
+            **{m: {k: ms([d[m][k] for d in degraded]) for k in ("weight_clean", "weight_degraded")} for m in MODALITIES},
+            "all_waf": ms([d["all"]["waf"] for d in degraded])} if degraded else None
         for corpus in corpora:
             rows = {}
             for cond in CONDITIONS:
@@ -378,6 +387,15 @@ def markdown(agg: dict, meta: dict, ablation_md: str | None) -> str:
     for key in ("v1", "v2"):
         spread = agg[key]["validation_weight_spread"]
         L.append(f"| {key.upper()} | " + " | ".join(fmt(spread[m], 1, 3) for m in MODALITIES) + " |")
+    if all(agg[key]["validation_degraded"] for key in ("v1", "v2")):
+        L += ["", ("Degraded validation inputs (the builder's training views of the validation samples, never the "
+                   "test's): each modality's mean fusion weight clean -> with only that modality degraded, and "
+                   "the weighted F1 with every modality degraded."), "",
+              "| model | audio | text | video | WAF, all degraded |", "|---|---|---|---|---|"]
+        for key in ("v1", "v2"):
+            d = agg[key]["validation_degraded"]
+            cells = [f"{d[m]['weight_clean']['mean']:.3f} -> {d[m]['weight_degraded']['mean']:.3f}" for m in MODALITIES]
+            L.append(f"| {key.upper()} | " + " | ".join(cells) + f" | {fmt(d['all_waf'])} |")
     L.append("")
     L += ["## Ablations (scripts/run_ablation.sh's runs)", "",
           ablation_md if ablation_md else "Not run yet (`--no_ablations`, or still running when this file was written).", ""]

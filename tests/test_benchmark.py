@@ -11,7 +11,7 @@ from armer.benchmark import CLASSES, BuildOptions, SourceError, build
 from armer.benchmark.__main__ import main as bench_main
 from armer.benchmark.build import allowed_train_faces, pair_sources, resolve_test_speakers
 from armer.benchmark.sources import read_emodb, read_fer, read_meld
-from armer.data import load_dataset, load_label_file
+from armer.data import DEGRADED_SUFFIX, DataError, load_dataset, load_label_file
 from tests.benchmark_fakes import FAKES, FakeVideo, make_data_root, register_fakes
 
 
@@ -135,6 +135,34 @@ def test_noise_corpora_degrade_the_named_modalities(built):
     assert {d["blur"] for d in deg["video"].values()} <= {2, 4}
     kept = [len(d["text"].split()) for d in deg["text"].values()]
     assert 0 < np.mean(kept) < 8  # the sentences have 8 words; ~30 % dropped
+
+
+def test_training_views_are_degraded_copies_of_the_training_pairs_only(built):
+    out, manifest = built
+    feats, folders = out / "features", manifest["feature_folders"]
+    train = sorted(k for k in manifest["pairs"] if k.startswith("train"))
+    for modality in ("audio", "video"):  # (a short sentence can keep every word: text is not checked here)
+        views = feats / f"{folders[modality]}{DEGRADED_SUFFIX}"
+        assert sorted(f.stem for f in views.glob("*.npy")) == train
+        assert all(not np.allclose(np.load(views / f"{n}.npy"), np.load(feats / folders[modality] / f"{n}.npy"))
+                   for n in train[:20])
+    deg = manifest["train_views"]["degradations"]
+    assert all(-5 <= d["snr_db"] <= 10 for d in deg["audio"].values())
+    assert min(d["snr_db"] for d in deg["audio"].values()) < 5  # wider than the test's 5-10 dB
+    assert {d["blur"] for d in deg["video"].values()} <= {2, 3, 4, 6}
+    assert all(0.1 <= d["word_drop"] <= 0.5 for d in deg["text"].values())
+    ds = load_dataset(feats, out / "label-6way.npz", {m: folders[m] for m in folders}, degraded_views=True)
+    assert ds.train.degraded_present.all() and [f.shape for f in ds.train.degraded] == [f.shape for f in ds.train.features]
+    assert all(c.degraded is None for c in ds.tests.values())  # test corpora never get the training views
+
+
+def test_without_training_views_asking_for_them_is_a_clear_error(data_root, tmp_path):
+    manifest = build(options(data_root, tmp_path / "bench", tmp_path / "cache", train_views=False, noise=False))
+    folders = manifest["feature_folders"]
+    assert manifest["train_views"] is None
+    assert not list((tmp_path / "bench" / "features").glob(f"*{DEGRADED_SUFFIX}"))
+    with pytest.raises(DataError, match="degraded_views 0"):
+        load_dataset(tmp_path / "bench" / "features", tmp_path / "bench" / "label-6way.npz", folders, degraded_views=True)
 
 
 def test_build_is_deterministic_and_cached(data_root, built, tmp_path):

@@ -12,7 +12,7 @@ from armer.metrics import emoval
 from armer.missing import MISSING_RATES
 from armer.model import create_model
 from armer.training import (TrainConfig, fold_indices, member_predictions, padded_index, to_batch, train_folds,
-                            weight_spread)
+                            weight_spread, with_degraded_views)
 from conftest import tiny_config
 
 
@@ -147,3 +147,44 @@ def test_every_member_sees_its_own_fold_once_per_epoch():
     assert sorted(order[0].tolist()) == list(range(10))
     assert sorted(order[1, :7].tolist()) == list(range(10, 17))  # the smaller set: all of it, then repeats
     assert set(order[1, 7:].tolist()) <= set(range(10, 17))
+
+
+def with_views(dataset, views: list[np.ndarray]):
+    """`dataset` whose train corpus carries `views` as its degraded views."""
+    train = dataset.train
+    train = type(train)(**{**vars(train), "degraded": views, "degraded_present": np.ones_like(train.present)})
+    return type(dataset)(**{**vars(dataset), "corpora": {**dataset.corpora, "train": train}})
+
+
+def test_degraded_views_are_swapped_in_only_where_asked_and_available(planted_tree):
+    _, dataset = planted_tree
+    train = dataset.train.subset(np.arange(4))
+    views = [-f for f in train.features]
+    batch = to_batch(type(train)(**{**vars(train), "degraded": views,
+                                    "degraded_present": np.array([[1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1]], bool)}))
+    swap = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    out = with_degraded_views(batch, swap)
+    assert not any(k.startswith("degraded_") for k in out)
+    for i, key in enumerate(("audios", "texts", "videos")):
+        expected = torch.where(swap[:, i:i + 1] & batch["degraded_present"][:, i:i + 1], -batch[key], batch[key])
+        assert torch.equal(out[key], expected)
+    assert torch.equal(out["audios"][1], batch["audios"][1])  # sample 1 has no audio view
+
+
+def test_training_on_degraded_views_teaches_the_weight_to_fall_on_them(planted_tree):
+    """Feature noise off: the only degraded inputs training shows are the views (audio: 10 % of its
+    signal left under noise). On held-out folds the audio weight then falls when audio is degraded."""
+    _, dataset = planted_tree
+    rng = np.random.default_rng(1)
+    audio = dataset.train.features[0]
+    views = [0.1 * audio + rng.standard_normal(audio.shape).astype(np.float32) * audio.std(axis=0),
+             *[f.copy() for f in dataset.train.features[1:]]]
+    config = tiny_config(hidden_dim=32, modality_dropout_warmup=5, modality_noise=0.0, calibration_weight=1.0)
+    torch.manual_seed(0)
+    result = train_folds(with_views(dataset, views), config,
+                         TrainConfig(epochs=20, num_folds=2, seed=0, degraded_views=0.5))
+    response = result.validation["degraded"]
+    # Without the views (degraded_views=0, checked by hand): weight ratio 0.94, WAF on degraded inputs 0.68.
+    assert response["audio"]["weight_degraded"] < 0.85 * response["audio"]["weight_clean"]
+    assert abs(response["video"]["weight_degraded"] - response["video"]["weight_clean"]) < 0.02  # its view is clean
+    assert response["all"]["waf"] > 0.85

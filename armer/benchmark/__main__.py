@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--video_extractor", default=None, help="video backend")
     b.add_argument("--cache_dir", default=None, help=f"feature cache (default: {default_cache_dir()})")
     b.add_argument("--no_noise", action="store_true", help="skip the degraded test corpora (test2..test5)")
+    b.add_argument("--no_train_views", action="store_true",
+                   help="skip the degraded training views (<feature folder>-DEGRADED, for armer.train --degraded_views)")
     b.add_argument("--train_faces", default="auto", choices=TRAIN_FACES,
                    help="FER2013 Training images the training pairs use: auto = the fer2013-cnn backend's held-out "
                         "split when it extracts the video (it has seen the others), else all; heldout; all")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         options = BuildOptions(data_root=root, out=Path(args.out), seed=args.seed, k_train=args.k_train,
                                k_test=args.k_test, test_speakers=args.test_speakers, extractors=chosen,
                                cache_dir=Path(args.cache_dir) if args.cache_dir else None, noise=not args.no_noise,
-                               train_faces=args.train_faces)
+                               train_views=not args.no_train_views, train_faces=args.train_faces)
         manifest = build(options, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except SourceError as exc:
         parser.exit(2, f"error: {exc}\n")

@@ -18,6 +18,12 @@ Corpora in the label file:
     test3   the test pairs with only the speech degraded
     test4   the test pairs with only the text degraded
     test5   the test pairs with only the face degraded
+
+With ``train_views`` every training source item also gets one degraded copy, drawn from wider
+ranges than the test's (speech + white noise at -5 to 10 dB SNR, faces blurred x2-x6, 10-50 % word
+drop-out), written to ``<feature folder>-DEGRADED`` under the training pairs' names: the degraded
+training views that ``armer.train --degraded_views`` swaps in, so that sigma can learn what a
+degraded input looks like. The test corpora never use them.
 """
 from __future__ import annotations
 
@@ -50,7 +56,7 @@ from armer.benchmark.sources import (
     read_meld,
     speakers,
 )
-from armer.data import save_label_file
+from armer.data import DEGRADED_SUFFIX, save_label_file
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,11 @@ class BuildOptions:
     snr_db: tuple[float, float] = (5.0, 10.0)
     blur_factors: tuple[int, ...] = (2, 4)
     word_drop: float = 0.3
+    # Degraded training views (see the module docstring); ranges deliberately wider than the test's.
+    train_views: bool = True
+    train_snr_db: tuple[float, float] = (-5.0, 10.0)
+    train_blur_factors: tuple[int, ...] = (2, 3, 4, 6)
+    train_word_drop: tuple[float, float] = (0.1, 0.5)
     # Which FER2013 `Training` images the training pairs draw faces from. auto: the fer2013-cnn
     # backend's held-out split when that backend extracts the video (it is right on ~76% of the
     # images it trained on and ~65% of unseen ones, results/fer_cnn_seen_unseen.md, so training and
@@ -290,26 +301,53 @@ class FeatureStore:
             os.replace(tmp, path)
 
 
-def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], options: BuildOptions) -> dict[str, dict[str, Any]]:
-    """Degraded copies of the test inputs, one per source item, seeded by the item's name."""
+@dataclass(frozen=True)
+class Degradation:
+    """How one set of degraded inputs is drawn: per source item a SNR, a blur factor and a word
+    drop-out rate from these ranges, seeded by the item's name (and ``tag``)."""
+
+    snr_db: tuple[float, float]
+    blur_factors: tuple[int, ...]
+    word_drop: tuple[float, float]
+    tag: str = ""  # seed namespace: "" for the noise corpora, "train-" for the training views
+
+    def draw_rate(self, rng: np.random.Generator) -> float:
+        low, high = self.word_drop
+        return float(low) if low == high else float(rng.uniform(low, high))
+
+
+def test_degradation(options: BuildOptions) -> Degradation:
+    return Degradation(tuple(options.snr_db), tuple(options.blur_factors), (options.word_drop, options.word_drop))
+
+
+def train_degradation(options: BuildOptions) -> Degradation:
+    return Degradation(tuple(options.train_snr_db), tuple(options.train_blur_factors), tuple(options.train_word_drop),
+                       tag="train-")
+
+
+def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], degradation: Degradation, seed: int
+                   ) -> dict[str, dict[str, Any]]:
+    """Degraded copies of the pairs' inputs, one per source item: modality -> key -> (input, what was done)."""
     from extractors.degrade import add_noise, blur_frames, drop_words
 
-    low, high = options.snr_db
+    low, high = degradation.snr_db
+    tag = degradation.tag
     out: dict[str, dict[str, Any]] = {"audio": {}, "text": {}, "video": {}}
     for p in pairs:
         a_key, v_key, t_key = p.clip.stem, str(p.fer_index), p.utterance.key
         if a_key not in out["audio"]:
-            rng = np.random.default_rng(item_seed(options.seed, "audio:" + a_key))
+            rng = np.random.default_rng(item_seed(seed, f"{tag}audio:{a_key}"))
             snr = float(rng.uniform(low, high))
-            out["audio"][a_key] = (add_noise(raw["audio"][a_key], snr, item_seed(options.seed, "noise:" + a_key)),
+            out["audio"][a_key] = (add_noise(raw["audio"][a_key], snr, item_seed(seed, f"{tag}noise:{a_key}")),
                                    {"snr_db": round(snr, 2)})
         if v_key not in out["video"]:
-            rng = np.random.default_rng(item_seed(options.seed, "video:" + v_key))
-            factor = int(rng.choice(options.blur_factors))
+            rng = np.random.default_rng(item_seed(seed, f"{tag}video:{v_key}"))
+            factor = int(rng.choice(degradation.blur_factors))
             out["video"][v_key] = (blur_frames(raw["video"][v_key], factor), {"blur": factor})
         if t_key not in out["text"]:
-            text = drop_words(raw["text"][t_key], options.word_drop, item_seed(options.seed, "text:" + t_key))
-            out["text"][t_key] = (text, {"text": text})
+            rate = degradation.draw_rate(np.random.default_rng(item_seed(seed, f"{tag}text-rate:{t_key}")))
+            text = drop_words(raw["text"][t_key], rate, item_seed(seed, f"{tag}text:{t_key}"))
+            out["text"][t_key] = (text, {"text": text} if not tag else {"word_drop": round(rate, 3), "text": text})
     return out
 
 
@@ -351,7 +389,11 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
                   "text": lambda p: p.utterance.key}
 
     test_pairs = [p for p in pairs if p.corpus == "test1"]
-    degraded = degrade_inputs(test_pairs, raw, options) if options.noise and test_pairs else None
+    train_pairs = [p for p in pairs if p.corpus == "train"]
+    degraded = degrade_inputs(test_pairs, raw, test_degradation(options), options.seed) \
+        if options.noise and test_pairs else None
+    train_views = degrade_inputs(train_pairs, raw, train_degradation(options), options.seed) \
+        if options.train_views and train_pairs else None
 
     cache = options.cache_dir if options.cache_dir is not None else default_cache_dir()
     out = Path(options.out)
@@ -384,6 +426,13 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
             noisy = dict(zip(dkeys, store.features([degraded[modality][k][0] for k in dkeys])))
         for p in pairs:
             np.save(folder / f"{p.name}.npy", clean[source_key[modality](p)])
+        if train_views is not None:
+            view_folder = feats_root / f"{folder.name}{DEGRADED_SUFFIX}"
+            view_folder.mkdir(parents=True, exist_ok=True)
+            vkeys = sorted(train_views[modality])
+            views = dict(zip(vkeys, store.features([train_views[modality][k][0] for k in vkeys])))
+            for p in train_pairs:
+                np.save(view_folder / f"{p.name}.npy", views[source_key[modality](p)])
         if degraded is not None:
             for corpus, noised in NOISE_CORPORA.items():
                 for p in test_pairs:
@@ -427,6 +476,9 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
                   for p in pairs},
         "degradations": ({m: {k: v[1] for k, v in sorted(degraded[m].items())} for m in degraded}
                          if degraded is not None else None),
+        "train_views": ({"folders": {m: f"{folders[m]}{DEGRADED_SUFFIX}" for m in folders},
+                         "degradations": {m: {k: v[1] for k, v in sorted(train_views[m].items())} for m in train_views}}
+                        if train_views is not None else None),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,153 @@
+"""How much room the missing-rate sweep leaves on the paired benchmark, on validation folds only.
+
+    python scripts/missing_modality_ceiling.py --runs_dir runs/experiments --seeds 0 1 2 3 4
+
+The benchmark pairs the modalities by class only, so given the class they are independent, and
+the best any model can do with a set of modalities is to combine what each one says alone: the
+product of the unimodal posteriors (naive Bayes, exact under that independence). Per seed and on
+each fold's own validation samples (speaker-grouped folds, as armer.train), this script scores:
+V1 and V2 as trained; the product of V2's own unimodal heads (the calibration term's heads) over the
+present modalities; and, for one modality alone, a logistic regression on the same features (best
+of a small grid of C, so a slightly optimistic reference). Every condition of the validation
+protocol (all modalities, the six drop patterns, the missing-rate sweep) and the share of one-,
+two- and three-modality samples at each missing rate. Writes results/missing_modality_ceiling.md
+(and .json). The test split is never read.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from armer.checkpoint import load_checkpoint  # noqa: E402
+from armer.config import MODALITIES  # noqa: E402
+from armer.data import load_dataset  # noqa: E402
+from armer.metrics import score  # noqa: E402
+from armer.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
+from armer.training import TrainConfig, gather, padded_index, to_batch, validation_folds  # noqa: E402
+
+UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
+GRID_C = (0.001, 0.01, 0.1, 1.0)
+
+
+def waf(probs: np.ndarray, labels: np.ndarray) -> float:
+    return score(probs, np.zeros(len(labels)), labels, np.zeros(len(labels)), False)["waf"]
+
+
+@torch.no_grad()
+def fold_scores(network, data: dict, val_sets: list[np.ndarray], mask: np.ndarray, heads: bool) -> dict[str, float]:
+    """WAF averaged over the folds of the model and (V2) of the product of its unimodal heads."""
+    index = padded_index(val_sets)
+    out = network(gather(dict(data, present=torch.from_numpy(mask)), index), check_inputs=False)
+    scores = {"model": torch.softmax(out.logits, dim=-1)}
+    if heads:
+        log_probs = torch.log_softmax(network.unimodal_heads(out.mu), dim=-1)  # (E, N, M, C)
+        scores["heads_product"] = torch.softmax((log_probs * out.present.unsqueeze(-1)).sum(dim=-2), dim=-1)
+    labels = data["emos"].numpy()
+    return {name: float(np.mean([waf(p[e, :len(s)].numpy(), labels[s]) for e, s in enumerate(val_sets)]))
+            for name, p in scores.items()}
+
+
+def logistic_unimodal(train_corpus, val_sets: list[np.ndarray]) -> dict[str, float]:
+    """Out-of-fold WAF of a standardised logistic regression per modality, best C of GRID_C."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    labels = train_corpus.emotions
+    result = {}
+    for condition, i in UNIMODAL.items():
+        x = train_corpus.features[i]
+        per_c = []
+        for c in GRID_C:
+            fold_waf = []
+            for val in val_sets:
+                fit = np.setdiff1d(np.arange(len(labels)), val)
+                scaler = StandardScaler().fit(x[fit])
+                clf = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x[fit]), labels[fit])
+                fold_waf.append(waf(clf.predict_proba(scaler.transform(x[val])), labels[val]))
+            per_c.append(float(np.mean(fold_waf)))
+        result[condition] = max(per_c)
+    return result
+
+
+def sweep_composition(present: np.ndarray, seed: int) -> dict[str, list[float]]:
+    """Share of samples with 1, 2 and 3 modalities at each missing rate."""
+    return {rate: [float((mask.sum(axis=1) == k).mean()) for k in (1, 2, 3)]
+            for rate, mask in sweep_masks(present, seed).items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bench_dir", default=str(Path.home() / ".cache" / "armer" / "benchmark"))
+    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "experiments"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--out", default=str(ROOT / "results" / "missing_modality_ceiling.md"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    bench, runs = Path(args.bench_dir), Path(args.runs_dir)
+    per_seed = []
+    for seed in args.seeds:
+        v1, info = load_checkpoint(runs / f"v1-seed{seed}" / "checkpoint")
+        v2, _ = load_checkpoint(runs / f"v2-seed{seed}" / "checkpoint")
+        names = {m: info.features[m]["name"] for m in MODALITIES}
+        dataset = load_dataset(bench / "features", bench / "label-6way.npz", names, info.model.feat_type)
+        train = dataset.train
+        val_sets = validation_folds(train.samples, TrainConfig(seed=seed, fold_groups="speaker"))
+        data = {k: v for k, v in to_batch(train).items() if not k.startswith("degraded_")}
+        present = train.present
+        masks = {"full": present, **{n: pattern_mask(present, keep) for n, keep in DROP_PATTERNS.items()},
+                 **{f"missing r={r}": m for r, m in sweep_masks(present, seed).items()}}
+        rows = {}
+        for condition, mask in masks.items():
+            rows[condition] = {"V1": fold_scores(v1.network, data, val_sets, mask, False)["model"],
+                               **{f"V2 {k}": v for k, v in fold_scores(v2.network, data, val_sets, mask, True).items()}}
+        for condition, value in logistic_unimodal(train, val_sets).items():
+            rows[condition]["logistic regression"] = value
+        per_seed.append({"seed": seed, "rows": rows, "composition": sweep_composition(present, seed)})
+        print(f"seed {seed} done", flush=True)
+
+    columns = ["V1", "V2 model", "V2 heads_product", "logistic regression"]
+    conditions = list(per_seed[0]["rows"])
+    sweep = [c for c in conditions if c.startswith("missing r=")]
+
+    def mean_std(condition: str, column: str) -> str:
+        values = [s["rows"][condition].get(column) for s in per_seed]
+        if any(v is None for v in values):
+            return ""
+        return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+    for s in per_seed:
+        s["rows"]["**missing-rate mean**"] = {c: float(np.mean([s["rows"][r][c] for r in sweep]))
+                                              for c in columns[:3]}
+    command = "python scripts/missing_modality_ceiling.py " + " ".join(sys.argv[1:])
+    lines = ["# Room left on the missing-rate sweep (validation folds only)", "",
+             f"Generated by `{command.strip()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; do not edit.",
+             "", f"Runs `{args.runs_dir}` (seeds {args.seeds}), benchmark `{args.bench_dir}`. Weighted F1 in percent, "
+             "mean ± std over the seeds, each fold's kept model on its own validation speakers. "
+             "'V2 heads_product' = product of V2's unimodal-head posteriors over the present modalities "
+             "(naive Bayes: the modalities are paired by class only, so given the class they are independent). "
+             "'logistic regression' = one modality alone, best C of " + ", ".join(map(str, GRID_C)) + ".", "",
+             "| condition | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for condition in [*conditions, "**missing-rate mean**"]:
+        lines.append(f"| {condition} | " + " | ".join(mean_std(condition, c) for c in columns) + " |")
+    composition = per_seed[0]["composition"]
+    lines += ["", f"Share of validation samples with one / two / three modalities in the sweep (seed {per_seed[0]['seed']}):",
+              "", "| missing rate | 1 | 2 | 3 |", "|---|---|---|---|"]
+    lines += [f"| {rate} | " + " | ".join(f"{100 * v:.0f} %" for v in shares) + " |" for rate, shares in composition.items()]
+    lines.append("")
+    out = Path(args.out)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(per_seed, indent=1), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
