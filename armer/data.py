@@ -145,6 +145,15 @@ def degraded_folder(folder: Path) -> Path:
     return views
 
 
+def has_degraded_views(features_root: str | Path, feature_names: dict[str, str], feat_type: str = "utt") -> bool:
+    """Whether every modality's feature folder has its `-DEGRADED` training views beside it."""
+    try:
+        folders = [resolve_feature_folder(Path(features_root), feature_names[m], feat_type) for m in MODALITIES]
+    except (DataError, KeyError, OSError):
+        return False
+    return all(f.with_name(f.name + DEGRADED_SUFFIX).is_dir() for f in folders)
+
+
 def read_feature(path: Path, feat_type: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)

@@ -4,7 +4,8 @@ Reads `<ROOT>/<NAME>/summary.json` of each run and prints one Markdown table wit
 corpus, the weighted F1 with all modalities, the mean over the six drop patterns and the mean of
 the missing-rate sweep; and the same on the validation folds (each fold's kept model on its own
 validation samples), the numbers to choose between variants by, with the spread of the fusion
-weights over those samples.
+weights over those samples and, for runs on data with degraded training views, how each
+modality's weight moves when that modality is degraded.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from armer.config import MODALITIES
 from armer.missing import DROP_PATTERNS
 
 
@@ -35,6 +37,14 @@ def validation_row(summary: dict) -> list[float | None]:
     return condition_row(validation) + [float(np.mean(list(spread.values()))) if spread else None]
 
 
+def degraded_cell(summary: dict) -> str:
+    """Validation weight change per modality (audio/text/video) when only that modality is degraded."""
+    degraded = summary.get("validation", {}).get("degraded")
+    if not degraded:
+        return "n/a"
+    return " / ".join(f"{degraded[m]['weight_degraded'] - degraded[m]['weight_clean']:+.3f}" for m in MODALITIES)
+
+
 def ablation_table(root: Path, names: list[str]) -> str:
     summaries = {}
     for name in names:
@@ -44,16 +54,19 @@ def ablation_table(root: Path, names: list[str]) -> str:
         summaries[name] = json.loads(path.read_text(encoding="utf-8"))
     corpora = list(next(iter(summaries.values()))["results"])
     header = ("| run | validation full | validation drop-pattern mean | validation missing-rate mean | "
-              "validation weight spread | "
+              "validation weight spread | validation weight change, one modality degraded (a / t / v) | "
               + " | ".join(f"{c} full | {c} drop-pattern mean | {c} missing-rate mean" for c in corpora) + " |")
-    lines = [header, "|" + "---|" * (5 + 3 * len(corpora))]
+    lines = [header, "|" + "---|" * (6 + 3 * len(corpora))]
     for name, summary in summaries.items():
-        values = validation_row(summary) + [v for corpus in corpora for v in condition_row(summary["results"][corpus])]
-        lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in values) + " |")
+        cells = ["n/a" if v is None else f"{v:.4f}" for v in validation_row(summary)] + [degraded_cell(summary)]
+        cells += [f"{v:.4f}" for corpus in corpora for v in condition_row(summary["results"][corpus])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nWeighted F1 from each run's summary.json: validation = each fold's kept model on "
                                "its own validation samples (averaged over the folds); test corpora = fold-averaged "
                                "test predictions. Weight spread: the std of a modality's fusion weight over the "
-                               "validation samples, mean over the modalities (near 0: constant weights).\n")
+                               "validation samples, mean over the modalities (near 0: constant weights). Weight "
+                               "change: validation mean fusion weight with only that modality replaced by its "
+                               "degraded view minus clean (n/a: the data has no degraded views).\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from armer.checkpoint import CheckpointInfo, save_checkpoint
 from armer.cli import add_model_arguments, model_config_from_args, setup_logging
 from armer.config import MODALITIES
-from armer.data import DataError, load_dataset
+from armer.data import DataError, has_degraded_views, load_dataset
 from armer.evaluation import evaluate_corpus, markdown_table
 from armer.training import FOLD_GROUPS, TrainConfig, train_folds
 
@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         if not 0.0 <= args.degraded_views <= 1.0:
             raise DataError(f"--degraded_views {args.degraded_views} must be in [0, 1]")
-        dataset = load_dataset(args.features_root, args.label_path, names, args.feat_type,
-                               degraded_views=args.degraded_views > 0)
+        # Views present but not trained on (--degraded_views 0) are still loaded: validation then
+        # reports how the weights respond to them, for comparison with runs that trained on them.
+        views = args.degraded_views > 0 or has_degraded_views(args.features_root, names, args.feat_type)
+        dataset = load_dataset(args.features_root, args.label_path, names, args.feat_type, degraded_views=views)
     except DataError as exc:
         parser.exit(2, f"error: {exc}\n")
     if "train" not in dataset.corpora:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 def model_card(meta: dict, agg: dict, best_seed: int, best_val: float, results_md: str) -> str:
     ex = meta["extractors"]
+    views = f" (probability {meta['degraded_views']} per modality and step)" if meta.get("degraded_views") else ""
     src = meta.get("manifest_sources", {})
     main = results_md.split("## Main table (weighted F1 / accuracy)", 1)[-1].split("## Mean fusion weight", 1)[0]
     weights = results_md.split("## Mean fusion weight per modality, all modalities present", 1)[-1].split(
@@ -47,6 +48,9 @@ Splits: EmoDB by speaker (test speakers {src.get('test_speakers')}, training spe
 `train` -> train and other CSV files -> test. Training faces: {(src.get('train_faces') or {}).get('pool', 'every Training image')},
 each training speaker with its own share. The noise corpus degrades the raw test inputs: speech +
 white noise at 5-10 dB SNR, faces blurred by down/up-sampling x2 or x4, 30 % of the words dropped.
+Training also sees degraded views of its own inputs: one degraded copy of each training item, from
+wider ranges (-5 to 10 dB SNR, blur x2-x6, 10-50 % word drop-out), swapped in for a modality at
+random{views}; the test corpora are never used in training.
 
 ## Reproduce
 

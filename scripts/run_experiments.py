@@ -439,6 +439,7 @@ def main(argv=None) -> None:
         "build_command": shlex.join(["python", *build_cmd[1:]]),
         "train_command": shlex.join(["python", *example[1:]]),
         "epochs": args.epochs, "num_folds": args.num_folds, "extractors": manifest["extractors"],
+        "degraded_views": args.degraded_views,
         "test_speakers": manifest["sources"]["test_speakers"],
         "corpora_sizes": {c: v["n"] for c, v in manifest["corpora"].items()},
         "manifest_sources": manifest["sources"],

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from armer.missing import DROP_PATTERNS, MISSING_RATES
@@ -86,3 +87,23 @@ def test_boolean_flags_can_be_switched_off():
                  "--kl_weight", "--recon_weight", "--cross_kl_weight", "--fusion_temperature",
                  "--num_attention_heads", "--modality_dropout", "--modality_dropout_warmup", "--hidden_dim", "--dropout"):
         assert flag in help_text
+
+
+def test_degraded_views_are_trained_on_when_asked_and_scored_whenever_present(tmp_path):
+    tree = write_synthetic_merbench(tmp_path / "tree", n_train=40, n_tests=(20,), dims=DIMS, seed=2)
+    args = [*data_args(tree), "--epochs", "2", "--num_folds", "2", "--workers", "1", "--hidden_dim", "16"]
+    result = run("armer.train", *args, "--save_root", str(tmp_path / "r0"), "--degraded_views", "0.5")
+    assert result.returncode == 2 and "no degraded training views" in result.stderr and "Traceback" not in result.stderr
+    for name in ("audio_feature", "text_feature", "video_feature"):  # views: the features, sign flipped
+        folder = Path(tree["features_root"]) / tree[name]
+        views = folder.with_name(folder.name + "-DEGRADED")
+        views.mkdir()
+        for f in folder.glob("train_*.npy"):
+            np.save(views / f.name, -np.load(f))
+    for probability in ("0", "0.5"):
+        save = tmp_path / f"r{probability}"
+        result = run("armer.train", *args, "--save_root", str(save), "--degraded_views", probability)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads((save / "summary.json").read_text())
+        assert summary["args"]["degraded_views"] == float(probability)
+        assert set(summary["validation"]["degraded"]) == {"audio", "text", "video", "all"}

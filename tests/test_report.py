@@ -22,13 +22,18 @@ def write_run(root, name: str, summary: dict) -> None:
 def test_ablation_table_has_validation_and_test_columns_and_marks_old_runs(tmp_path):
     write_run(tmp_path, "v2", {"results": {"test1": conditions(0.8, 0.7, 0.75)},
                                "validation": {**conditions(0.9, 0.6, 0.85),
-                                              "weight_spread": {"audio": 0.1, "text": 0.2, "video": 0.3}}})
+                                              "weight_spread": {"audio": 0.1, "text": 0.2, "video": 0.3},
+                                              "degraded": {"audio": {"weight_clean": 0.5, "weight_degraded": 0.4},
+                                                           "text": {"weight_clean": 0.2, "weight_degraded": 0.25},
+                                                           "video": {"weight_clean": 0.3, "weight_degraded": 0.3}}}})
     write_run(tmp_path, "old", {"results": {"test1": conditions(0.5, 0.4, 0.45)}})
     lines = ablation_table(tmp_path, ["v2", "old"]).splitlines()
     assert lines[0].startswith("| run | validation full | validation drop-pattern mean | validation missing-rate mean | "
-                               "validation weight spread | test1 full")
-    assert lines[2] == "| v2 | 0.9000 | 0.6000 | 0.8500 | 0.2000 | 0.8000 | 0.7000 | 0.7500 |"
-    assert lines[3] == "| old | n/a | n/a | n/a | n/a | 0.5000 | 0.4000 | 0.4500 |"
+                               "validation weight spread | validation weight change, one modality degraded "
+                               "(a / t / v) | test1 full")
+    assert lines[2] == ("| v2 | 0.9000 | 0.6000 | 0.8500 | 0.2000 | -0.100 / +0.050 / +0.000 | "
+                        "0.8000 | 0.7000 | 0.7500 |")
+    assert lines[3] == "| old | n/a | n/a | n/a | n/a | n/a | 0.5000 | 0.4000 | 0.4500 |"
 
 
 def test_a_missing_run_is_a_clear_error(tmp_path):
