@@ -136,9 +136,14 @@ def resolve_feature_folder(features_root: Path, name: str, feat_type: str) -> Pa
     )
 
 
+def views_folder(folder: Path) -> Path:
+    """Where `folder`'s degraded training views live (whether or not they exist)."""
+    return folder.with_name(folder.name + DEGRADED_SUFFIX)
+
+
 def degraded_folder(folder: Path) -> Path:
     """The folder of `folder`'s degraded training views; a clear error when it was never built."""
-    views = folder.with_name(folder.name + DEGRADED_SUFFIX)
+    views = views_folder(folder)
     if not views.is_dir():
         raise DataError(f"no degraded training views for {folder.name}: {views} does not exist. Build them with "
                         f"`python -m armer.benchmark build` (on by default), or train with --degraded_views 0")
@@ -151,7 +156,7 @@ def has_degraded_views(features_root: str | Path, feature_names: dict[str, str],
         folders = [resolve_feature_folder(Path(features_root), feature_names[m], feat_type) for m in MODALITIES]
     except (DataError, KeyError, OSError):
         return False
-    return all(f.with_name(f.name + DEGRADED_SUFFIX).is_dir() for f in folders)
+    return all(views_folder(f).is_dir() for f in folders)
 
 
 def read_feature(path: Path, feat_type: str) -> np.ndarray:

@@ -56,7 +56,7 @@ from armer.benchmark.sources import (
     read_meld,
     speakers,
 )
-from armer.data import DEGRADED_SUFFIX, save_label_file
+from armer.data import DEGRADED_SUFFIX, save_label_file, views_folder
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +316,11 @@ class Degradation:
         return float(low) if low == high else float(rng.uniform(low, high))
 
 
-def test_degradation(options: BuildOptions) -> Degradation:
+def noise_corpus_degradation(options: BuildOptions) -> Degradation:
     return Degradation(tuple(options.snr_db), tuple(options.blur_factors), (options.word_drop, options.word_drop))
 
 
-def train_degradation(options: BuildOptions) -> Degradation:
+def training_view_degradation(options: BuildOptions) -> Degradation:
     return Degradation(tuple(options.train_snr_db), tuple(options.train_blur_factors), tuple(options.train_word_drop),
                        tag="train-")
 
@@ -390,9 +390,9 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
 
     test_pairs = [p for p in pairs if p.corpus == "test1"]
     train_pairs = [p for p in pairs if p.corpus == "train"]
-    degraded = degrade_inputs(test_pairs, raw, test_degradation(options), options.seed) \
+    degraded = degrade_inputs(test_pairs, raw, noise_corpus_degradation(options), options.seed) \
         if options.noise and test_pairs else None
-    train_views = degrade_inputs(train_pairs, raw, train_degradation(options), options.seed) \
+    train_views = degrade_inputs(train_pairs, raw, training_view_degradation(options), options.seed) \
         if options.train_views and train_pairs else None
 
     cache = options.cache_dir if options.cache_dir is not None else default_cache_dir()
@@ -427,7 +427,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
         for p in pairs:
             np.save(folder / f"{p.name}.npy", clean[source_key[modality](p)])
         if train_views is not None:
-            view_folder = feats_root / f"{folder.name}{DEGRADED_SUFFIX}"
+            view_folder = views_folder(folder)
             view_folder.mkdir(parents=True, exist_ok=True)
             vkeys = sorted(train_views[modality])
             views = dict(zip(vkeys, store.features([train_views[modality][k][0] for k in vkeys])))
