@@ -157,11 +157,16 @@ def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
     return batch
 
 
+def without_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without its degraded views (the `degraded_*` keys of `to_batch`)."""
+    return {k: v for k, v in batch.items() if not k.startswith("degraded_")}
+
+
 def with_degraded_views(batch: dict[str, torch.Tensor], swap: torch.Tensor) -> dict[str, torch.Tensor]:
     """The batch with modality m of sample b replaced by its degraded view where `swap[..., b, m]`
     (and the view exists), without the view keys. `swap` (..., B, 3) bool."""
     swap = swap & batch["present"] & batch["degraded_present"]
-    out = {k: v for k, v in batch.items() if not k.startswith("degraded_")}
+    out = without_views(batch)
     for i, key in enumerate(FEATURE_KEYS):
         chosen = swap[..., i].reshape(*swap.shape[:-1], *([1] * (batch[key].dim() - swap.dim() + 1)))
         out[key] = torch.where(chosen, batch[f"degraded_{key}"], batch[key])
@@ -240,18 +245,20 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
     """Each fold's kept model on its own validation samples: all modalities, the six drop patterns,
     the missing-rate sweep (the test protocol's masks, seeded) and `weight_spread`. Out-of-fold
     robustness, so that model variants can be compared without looking at a test split. Metrics
-    (WAF, accuracy, valence MSE) averaged over the folds."""
-    present = data["present"].numpy()
+    (WAF, accuracy, valence MSE) averaged over the folds. With degraded views in `data`, also
+    `degraded_response`."""
+    clean = without_views(data)
+    present = clean["present"].numpy()
 
     def masked(mask: np.ndarray) -> dict[str, float]:
-        return mean_of(score_members(model, dict(data, present=torch.from_numpy(mask)), val_sets, has_valence))
+        return mean_of(score_members(model, dict(clean, present=torch.from_numpy(mask)), val_sets, has_valence))
 
-    full = member_predictions(model, data, padded_index(val_sets))
+    full = member_predictions(model, clean, padded_index(val_sets))
     sweep = {rate: masked(mask) for rate, mask in sweep_masks(present, seed).items()}
     sweep["mean"] = mean_of(list(sweep.values()))
-    result = {"full": mean_of(score_predictions(full, data, val_sets, has_valence)),
+    result = {"full": mean_of(score_predictions(full, clean, val_sets, has_valence)),
               **{name: masked(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()},
-              "missing_rate": sweep, "weight_spread": weight_spread(full["weights"], data["present"], val_sets)}
+              "missing_rate": sweep, "weight_spread": weight_spread(full["weights"], clean["present"], val_sets)}
     if "degraded_present" in data:
         result["degraded"] = degraded_response(model, data, val_sets, full["weights"], has_valence)
     return result
@@ -322,7 +329,7 @@ def train_members(
     data = to_batch(dataset.train)  # views of the (fork-shared) arrays; batches are gathered per step
     if config.degraded_views > 0 and "degraded_present" not in data:
         raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
-    clean = {k: v for k, v in data.items() if not k.startswith("degraded_")}  # what validation scores
+    clean = without_views(data)  # what validation scores
     tests = {name: to_batch(corpus) for name, corpus in dataset.tests.items()} if config.test_every_epoch else {}
     has_valence = dataset.has_valence
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
