@@ -15,7 +15,6 @@ two- and three-modality samples at each missing rate. Writes results/missing_mod
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from armer.data import load_dataset  # noqa: E402
 from armer.metrics import score  # noqa: E402
 from armer.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
 from armer.training import TrainConfig, gather, padded_index, to_batch, validation_folds  # noqa: E402
-from report_files import generated_line, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, runs_parser, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
 GRID_C = (0.001, 0.01, 0.1, 1.0)
@@ -84,12 +83,7 @@ def sweep_composition(present: np.ndarray, seed: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bench_dir", default=str(Path.home() / ".cache" / "armer" / "benchmark"))
-    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "experiments"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--out", default=str(ROOT / "results" / "missing_modality_ceiling.md"))
-    args = p.parse_args()
+    args = runs_parser(__doc__.split("\n")[0], "missing_modality_ceiling.md").parse_args()
     torch.set_num_threads(1)
     bench, runs = Path(args.bench_dir), Path(args.runs_dir)
     per_seed = []

@@ -46,8 +46,9 @@ utterance **of the same class and split** (8 pairings per training clip, 4 per t
 Splits: EmoDB by speaker (test speakers {src.get('test_speakers')}, training speakers
 {src.get('train_speakers')}), FER2013 `Training` -> train and other usages -> test, MELD
 `train` -> train and other CSV files -> test. Training faces: {(src.get('train_faces') or {}).get('pool', 'every Training image')},
-each training speaker with its own share. The noise corpus degrades the raw test inputs: speech +
-white noise at 5-10 dB SNR, faces blurred by down/up-sampling x2 or x4, 30 % of the words dropped.
+each training speaker with its own share of them and of the MELD `train` dialogues. The noise
+corpus degrades the raw test inputs: speech + white noise at 5-10 dB SNR, faces blurred by
+down/up-sampling x2 or x4, 30 % of the words dropped.
 Training also sees degraded views of its own inputs: one degraded copy of each training item, from
 wider ranges (-5 to 10 dB SNR, blur x2-x6, 10-50 % word drop-out), swapped in for a modality at
 random{views}; the test corpora are never used in training.

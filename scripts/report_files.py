@@ -1,12 +1,28 @@
-"""What the result scripts share: the provenance line of a generated report and writing it as
-Markdown with its data beside it (same name, .json)."""
+"""What the result scripts share: the arguments of the scripts that read run_experiments' runs, the
+provenance line of a generated report and writing it as Markdown with its data beside it (same
+name, .json)."""
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def runs_parser(description: str, report: str) -> argparse.ArgumentParser:
+    """--bench_dir, --runs_dir, --seeds (scripts/run_experiments.py's defaults) and --out
+    (results/<report>)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--bench_dir", default=str(Path.home() / ".cache" / "armer" / "benchmark"))
+    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "experiments"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--out", default=str(ROOT / "results" / report))
+    return p
 
 
 def generated_line(script: str) -> str:

@@ -204,6 +204,7 @@ ABLATIONS = {
     "v2_no_expert_fusion": ["--no-expert_fusion"],
     "v2_cross_kl_0.1": ["--cross_kl_weight", "0.1"],
     "v2_no_degraded_views": ["--degraded_views", "0"],
+    "v2_calibration_0.3": ["--calibration_weight", "0.3"],
 }
 
 

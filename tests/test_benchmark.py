@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,24 @@ def test_training_faces_are_each_speaker_s_own_and_can_be_restricted(data_root):
     restricted, _ = pair_sources(clips, fer, meld, test, 8, 4, seed=0, allowed_faces=allowed)
     assert {p.fer_index for p in restricted if p.corpus == "train"} <= set(allowed.tolist())
     assert {p.fer_index for p in restricted if p.corpus == "test1"} == {p.fer_index for p in pairs if p.corpus == "test1"}
+
+
+def test_training_sentences_and_their_dialogues_are_each_speaker_s_own(data_root):
+    clips, fer, meld = read_emodb(data_root), read_fer(data_root), read_meld(data_root)
+    dialogues = {label: {u.dialogue for u in meld if u.split == "train" and u.label == label} for label in CLASSES}
+    by_dialogue = {label for label, d in dialogues.items() if len(d) >= 2}  # 2 training speakers
+    assert by_dialogue and by_dialogue != set(CLASSES)  # the tiny root has classes of both kinds
+    for rows in (meld, [replace(u, dialogue=u.split) for u in meld]):  # the second: one dialogue per split
+        pairs, skipped = pair_sources(clips, fer, rows, ["09", "10"], 8, 4, seed=0)
+        assert not skipped
+        speakers_of: dict[str, set[str]] = {}  # sentence, or class + dialogue -> training speakers using it
+        for p in (p for p in pairs if p.corpus == "train"):
+            u = p.utterance
+            speakers_of.setdefault(u.key, set()).add(p.clip.speaker)
+            if rows is meld and u.label in by_dialogue:
+                speakers_of.setdefault(f"{u.label} {u.dialogue}", set()).add(p.clip.speaker)
+        assert all(len(s) == 1 for s in speakers_of.values())  # nothing on both sides of a fold
+        assert {s for v in speakers_of.values() for s in v} == {"03", "08"}
 
 
 def test_the_fer_cnn_backend_gets_training_faces_it_never_saw(data_root):

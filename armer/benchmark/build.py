@@ -4,8 +4,9 @@ Each EmoDB clip of the six shared classes is paired ``k`` times (default 8 for t
 with a random FER2013 image and a random MELD utterance of the same class from the same split.
 Splits: EmoDB by speaker (``test_speakers``), FER2013 ``Training`` -> train and any other usage ->
 test, MELD ``train*.csv`` -> train and any other CSV -> test. Each training speaker draws its faces
-from its own share of the images (no face crosses a speaker-grouped fold), and with the
-``fer2013-cnn`` video backend only from the images that CNN never trained on (``train_faces``).
+from its own share of the images and its sentences from its own share of the MELD dialogues (no
+face or sentence crosses a speaker-grouped fold), and with the ``fer2013-cnn`` video backend its
+faces only from the images that CNN never trained on (``train_faces``).
 Features are extracted once per source item (content-addressed cache outside the repository) and
 written as MERBench feature folders with a ``label-6way.npz``-style label file (no valence), so
 ``armer.train`` and ``armer.evaluate`` run on it unchanged.
@@ -167,27 +168,56 @@ def train_face_pools(fer: FerImages, train_speakers: list[str], allowed: np.ndar
     return pools
 
 
+def train_text_pools(meld: list[Utterance], train_speakers: list[str], seed: int
+                     ) -> dict[tuple[str, str], list[Utterance]]:
+    """Training sentences per (speaker, class): each training speaker gets a disjoint share of a
+    class's MELD dialogues (MELD's own splits are by dialogue), so that no sentence, and no class's
+    lines from one scene, are on both sides of a speaker-grouped cross-validation fold (the same
+    words in two dialogues, "Okay.", still can be, as between MELD's train and test files). A class
+    with fewer dialogues than speakers is shared out by sentence instead."""
+    rng = np.random.default_rng(item_seed(seed, "train-texts"))
+    pools: dict[tuple[str, str], list[Utterance]] = {}
+    for label in CLASSES:
+        rows = [u for u in meld if u.split == "train" and u.label == label]
+        groups: dict[str, list[Utterance]] = {}
+        for u in rows:
+            groups.setdefault(u.dialogue, []).append(u)
+        units = list(groups.values()) if len(groups) >= len(train_speakers) else [[u] for u in rows]
+        totals = dict.fromkeys(train_speakers, 0)
+        shares: dict[str, list[Utterance]] = {s: [] for s in train_speakers}
+        for i in rng.permutation(len(units)):  # each unit to the speaker with the fewest sentences so far
+            speaker = min(train_speakers, key=lambda s: (totals[s], s))
+            shares[speaker] += units[i]
+            totals[speaker] += len(units[i])
+        for speaker in train_speakers:
+            pools[(speaker, label)] = sorted(shares[speaker], key=lambda u: u.key)
+    return pools
+
+
 def pair_sources(clips: list[Clip], fer: FerImages, meld: list[Utterance], test_speakers: list[str],
                  k_train: int, k_test: int, seed: int, allowed_faces: np.ndarray | None = None
                  ) -> tuple[list[Pair], dict[str, Any]]:
     """The paired samples of train and test1, deterministic for a seed; and what was skipped.
 
-    Training faces come from the speaker's own share (`train_face_pools`) of `allowed_faces`
-    (None: every `Training` image); test faces from any other usage.
+    Training faces and sentences come from the speaker's own share (`train_face_pools` of
+    `allowed_faces`, None: every `Training` image; `train_text_pools`); test faces and sentences
+    from any other usage and CSV.
     """
     rng = np.random.default_rng(seed)
     train_speakers = sorted({c.speaker for c in clips} - set(test_speakers))
     pools = train_face_pools(fer, train_speakers, allowed_faces, seed)
-    by_split_label: dict[tuple[str, str], list[Utterance]] = {}
+    text_pools = train_text_pools(meld, train_speakers, seed)
+    test_texts: dict[str, list[Utterance]] = {}
     for u in meld:
-        by_split_label.setdefault((u.split, u.label), []).append(u)
+        if u.split == "test":
+            test_texts.setdefault(u.label, []).append(u)
     pairs: list[Pair] = []
     skipped: dict[str, int] = {}
     for clip in clips:  # sorted by name
         split = "test" if clip.speaker in test_speakers else "train"
         corpus = "test1" if split == "test" else "train"
         faces = fer.indices(split, clip.label) if split == "test" else pools[(clip.speaker, clip.label)]
-        texts = by_split_label.get((split, clip.label), [])
+        texts = test_texts.get(clip.label, []) if split == "test" else text_pools[(clip.speaker, clip.label)]
         if len(faces) == 0 or not texts:
             reason = f"{split}/{clip.label}: no " + ("FER2013 image" if len(faces) == 0 else "MELD utterance")
             skipped[reason] = skipped.get(reason, 0) + 1

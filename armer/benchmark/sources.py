@@ -66,6 +66,7 @@ class Utterance:
     text: str
     label: str
     split: str  # "train" or "test"
+    dialogue: str  # <csv stem>-<Dialogue_ID>, or the key when the CSV has no ids
 
 
 def read_emodb(root: Path) -> list[Clip]:
@@ -151,5 +152,5 @@ def read_meld(root: Path) -> list[Utterance]:
                     continue
                 ids = (row.get("Dialogue_ID"), row.get("Utterance_ID"))
                 key = f"{path.stem}-{ids[0]}-{ids[1]}" if all(ids) else f"{path.stem}-row{i}"
-                rows.append(Utterance(key, text, label, split))
+                rows.append(Utterance(key, text, label, split, f"{path.stem}-{ids[0]}" if all(ids) else key))
     return rows
