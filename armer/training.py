@@ -330,6 +330,8 @@ def train_members(
     if config.degraded_views > 0 and "degraded_present" not in data:
         raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
     clean = without_views(data)  # what validation scores
+    # What training batches are gathered from: the views only when they are swapped in.
+    train_data = data if config.degraded_views > 0 else clean
     tests = {name: to_batch(corpus) for name, corpus in dataset.tests.items()} if config.test_every_epoch else {}
     has_valence = dataset.has_valence
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -344,7 +346,7 @@ def train_members(
         order = torch.from_numpy(member_indices(train_sets, rng))  # (E, N)
         total, dropped, seen = torch.zeros(members), torch.zeros(members), torch.zeros(members)
         for begin in range(0, order.shape[1], config.batch_size):
-            batch = gather(data, order[:, begin:begin + config.batch_size])
+            batch = gather(train_data, order[:, begin:begin + config.batch_size])
             if config.degraded_views > 0:
                 batch = with_degraded_views(batch, torch.rand(batch["present"].shape) < config.degraded_views)
             out = model(batch, check_inputs=False)

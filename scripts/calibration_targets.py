@@ -36,14 +36,14 @@ QUANTITIES = ("head_accuracy", "u", "weight")
 
 
 @torch.no_grad()
-def member_means(network, batch: dict, index_sets: list[np.ndarray], modality: int) -> dict[str, float]:
-    """Head accuracy, u and fusion weight of one modality, each member on its own samples, averaged
-    over the members."""
+def member_means(network, batch: dict, index_sets: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per modality (M,): head accuracy, u and fusion weight, each member on its own samples,
+    averaged over the members."""
     index = padded_index(index_sets)
     out = network(gather(batch, index), check_inputs=False)
-    right = network.unimodal_heads(out.mu)[..., modality, :].argmax(dim=-1) == batch["emos"][index]
-    values = {"head_accuracy": right.float(), "u": out.sigma[..., modality], "weight": out.weights[..., modality]}
-    return {name: float(np.mean([v[e, :len(s)].mean().item() for e, s in enumerate(index_sets)]))
+    right = network.unimodal_heads(out.mu).argmax(dim=-1) == batch["emos"][index].unsqueeze(-1)  # (E, N, M)
+    values = {"head_accuracy": right.float(), "u": out.sigma, "weight": out.weights}
+    return {name: np.mean([v[e, :len(s)].mean(dim=0).numpy() for e, s in enumerate(index_sets)], axis=0)
             for name, v in values.items()}
 
 
@@ -62,13 +62,13 @@ def run_rows(run: Path, bench: Path, seed: int) -> dict:
     sets = {"train": [np.intersect1d(s, usable) for s in fit_sets],
             "validation": [np.intersect1d(s, usable) for s in val_sets]}
     rows: dict = {split: {} for split in SPLITS}
-    for i, modality in enumerate(MODALITIES):
-        swap = torch.zeros_like(data["present"])
-        swap[:, i] = True
-        clean, degraded = without_views(data), without_views(with_degraded_views(data, swap))
-        for split in SPLITS:
-            a, b = member_means(network, clean, sets[split], i), member_means(network, degraded, sets[split], i)
-            rows[split][modality] = {q: [a[q], b[q]] for q in QUANTITIES}
+    for split in SPLITS:
+        clean = member_means(network, without_views(data), sets[split])
+        for i, modality in enumerate(MODALITIES):
+            swap = torch.zeros_like(data["present"])
+            swap[:, i] = True
+            degraded = member_means(network, with_degraded_views(data, swap), sets[split])
+            rows[split][modality] = {q: [float(clean[q][i]), float(degraded[q][i])] for q in QUANTITIES}
     return rows
 
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from armer.checkpoint import load_checkpoint  # noqa: E402
 from armer.config import MODALITIES  # noqa: E402
 from armer.data import Corpus, load_dataset  # noqa: E402
+from armer.training import to_batch  # noqa: E402
 from report_files import generated_line, write_report  # noqa: E402  (scripts/)
 
 DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}
@@ -33,9 +34,7 @@ DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}
 def modality_view(ensemble, corpus: Corpus) -> dict[str, np.ndarray]:
     """Ensemble-mean u, fusion weights, unimodal-head probabilities and their entropy (nats) for
     every sample, with its modalities as the corpus has them."""
-    batch = {"audios": torch.from_numpy(corpus.features[0]), "texts": torch.from_numpy(corpus.features[1]),
-             "videos": torch.from_numpy(corpus.features[2]), "present": torch.from_numpy(corpus.present)}
-    out = ensemble.member_outputs(batch)  # (E, B, ...)
+    out = ensemble.member_outputs(to_batch(corpus))  # (E, B, ...)
     probs = torch.softmax(ensemble.network.unimodal_heads(out.mu), dim=-1).mean(dim=0).numpy()  # (B, M, C)
     return {"u": out.sigma.mean(dim=0).numpy(), "weights": out.weights.mean(dim=0).numpy(), "probs": probs,
             "entropy": -(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1)}
