@@ -3,7 +3,7 @@
     python app.py [--checkpoint checkpoints/] [--share] [--port 7860] [--server_name 127.0.0.1]
 
 This file only wires the UI. Loading, extraction, caching and fusion live in
-``armer.inference.Predictor`` (also behind ``python -m armer.predict``).
+``armer.predict.Predictor`` (also behind ``python -m armer.predict``).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import gradio as gr
 
 from armer.config import MODALITIES
-from armer.inference import Degrade, InferenceError, Prediction, Predictor
-from armer.predict import add_model_args, load_predictor
+from armer.predict.predictor import Degrade, InferenceError, Prediction, Predictor
+from armer.predict.cli import add_model_args, load_predictor
 
 ROOT = Path(__file__).resolve().parent
 NOISE = {"off": None, "20 dB": 20.0, "10 dB": 10.0, "5 dB": 5.0, "0 dB": 0.0}  # audio SNR

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from armer.config import MODALITIES, ModelConfig
-from armer.model import Ensemble, create_model
+from armer.model.robust import Ensemble, create_model
 
 FORMAT = "armer-checkpoint"
 VERSION = 2  # 2: the members' weights stacked in one network (armer.model.RobustBase)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from armer.config import FEAT_TYPES, ModelConfig
-from armer.model import list_models
+from armer.model.robust import list_models
 
 MODEL_FLAGS = {  # flag -> help; defaults come from ModelConfig
     "hidden_dim": "hidden / latent size",

@@ -1,6 +1,6 @@
 """Clip -> utterance features: media decoding, faces, and audio/text/visual backends.
 
-    >>> from extractors import create_extractor, extract_features, DEFAULT_EXTRACTORS
+    >>> from armer.extractors import create_extractor, extract_features, DEFAULT_EXTRACTORS
     >>> feats = extract_features("clip.mp4", DEFAULT_EXTRACTORS)
     >>> feats.features["audio"].shape
     (512,)

@@ -1,8 +1,8 @@
 """Write MERBench feature folders for a folder (or list) of clips.
 
-    python -m extractors clips/ --out features/
-    python -m extractors clips/ --out features/ --audio chinese-hubert-large --video clip-vit-large-patch14
-    python -m extractors --list
+    python -m armer.extractors clips/ --out features/
+    python -m armer.extractors clips/ --out features/ --audio chinese-hubert-large --video clip-vit-large-patch14
+    python -m armer.extractors --list
 
 Each backend writes ``<out>/<name>-UTT/<clip>.npy`` (shape (D,)). With no backend options the
 offline defaults are used and every modality an input has is extracted: a video gives audio,
@@ -39,7 +39,7 @@ KIND_MODALITIES = {"video": ("audio", "text", "video"), "audio": ("audio", "text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m extractors", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m armer.extractors", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", help="media files and/or folders (searched recursively)")
     p.add_argument("--file-list", help="text file with one media path per line (relative paths: to the list's folder)")

@@ -131,7 +131,7 @@ def missing_weights(name: str, source: str, err: BaseException, hint: str = "") 
     how = hint or (
         f"On a machine with hub access run `huggingface-cli download {source} --local-dir DIR` (or "
         f"`save_pretrained(DIR)`), copy DIR here, then pass it: create_extractor({name!r}, path=DIR), "
-        f"create_extractor(DIR), `python -m extractors --<modality> DIR`, or put it at $ARMER_WEIGHTS/{name}."
+        f"create_extractor(DIR), `python -m armer.extractors --<modality> DIR`, or put it at $ARMER_WEIGHTS/{name}."
     )
     return MissingWeightsError(f"backend {name!r}: cannot load weights from {where}: {err}. {how}")
 

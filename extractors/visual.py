@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .fer_cnn import FerCNNConfig
 
-FER_CNN_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "fer_cnn"
+FER_CNN_DIR = Path(__file__).resolve().parent / "weights" / "fer_cnn"  # package data
 OPEN_CLIP_DIMS = {"ViT-L-14": 768, "ViT-B-16": 512, "ViT-B-32": 512}  # embed_dim without importing open_clip
 
 
@@ -152,7 +152,7 @@ class HFCLIPExtractor(Extractor):
 
 
 class FerCNNExtractor(Extractor):
-    """The FER2013 face-expression CNN (checkpoints/fer_cnn): pooled last-stage activations of
+    """The FER2013 face-expression CNN (extractors/weights/fer_cnn): pooled last-stage activations of
     each 48x48 grayscale face and its mirror image, mean over frames."""
 
     name = "fer2013-cnn"
@@ -165,7 +165,7 @@ class FerCNNExtractor(Extractor):
 
     def _missing(self, err: BaseException) -> MissingWeightsError:
         return missing_weights(self.name, str(self.path), err, (
-            "The weights ship in this repository (checkpoints/fer_cnn/); rebuild them with "
+            "The weights ship in this repository (extractors/weights/fer_cnn/); rebuild them with "
             "`python scripts/train_fer_cnn.py --data <root with fer2013/fer2013.npz>` or pass path=<folder>."))
 
     @property
@@ -234,4 +234,4 @@ class FerCNNExtractor(Extractor):
 
 register_extractor("fer2013-cnn", modality="video", dim=None, offline=True,
                    description="face-expression CNN trained on FER2013 by scripts/train_fer_cnn.py "
-                               "(weights in checkpoints/fer_cnn)")(FerCNNExtractor)
+                               "(weights in extractors/weights/fer_cnn)")(FerCNNExtractor)

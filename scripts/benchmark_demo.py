@@ -52,7 +52,7 @@ def cpu_seconds(pid: int) -> float:
 
 def ten_second_clips(folder: Path, n: int) -> list[Path]:
     """n different 10 s clips (face + speech), so none is answered from the cache."""
-    from extractors.samples import face_image, synthesize_speech, write_clip
+    from armer.extractors.samples import face_image, synthesize_speech, write_clip
 
     speech = synthesize_speech(LINE, words_per_minute=170)
     speech = np.pad(speech, (0, max(0, 160_000 - speech.size)))[:160_000]
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = __import__("importlib.util").util.spec_from_file_location("tiny", ROOT / "scripts" / "make_tiny_checkpoint.py")
         tiny = __import__("importlib.util").util.module_from_spec(spec)
         spec.loader.exec_module(tiny)
-        from extractors.fer_cnn import FerCNNConfig
+        from armer.extractors.fer_cnn import FerCNNConfig
 
-        fer_dir = ROOT / "checkpoints" / "fer_cnn"
+        fer_dir = ROOT / "extractors" / "weights" / "fer_cnn"
         video_dim = None
         if not (fer_dir / "config.json").is_file():
             fer_dir = tiny.make_random_fer_cnn(tmp / "fer_cnn")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from armer.checkpoint import load_checkpoint  # noqa: E402
 from armer.config import MODALITIES  # noqa: E402
 from armer.data import Corpus, load_dataset  # noqa: E402
-from armer.training import to_batch  # noqa: E402
+from armer.train.loop import to_batch  # noqa: E402
 from report_files import generated_line, write_report  # noqa: E402  (scripts/)
 
 DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}

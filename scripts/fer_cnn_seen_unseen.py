@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from armer.benchmark.build import face_frames  # noqa: E402
 from armer.benchmark.sources import read_fer  # noqa: E402
-from extractors import create_extractor  # noqa: E402
-from extractors.fer_cnn import training_split  # noqa: E402
+from armer.extractors import create_extractor  # noqa: E402
+from armer.extractors.fer_cnn import training_split  # noqa: E402
 from report_files import generated_line, write_report  # noqa: E402  (scripts/)
 
 

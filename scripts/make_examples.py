@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extractors.samples import face_image, synthesize_speech, write_clip
+from armer.extractors.samples import face_image, synthesize_speech, write_clip
 
 SIZE = 288
 FPS = 10

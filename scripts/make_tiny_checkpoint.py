@@ -4,7 +4,7 @@
 
 The model has random weights (its predictions mean nothing) but the real interface: feature
 dims and extractor names of ``extractors.DEFAULT_EXTRACTORS``, six emotion labels and valence.
-The video dim comes from the FER2013 CNN in ``checkpoints/fer_cnn``; when those weights are not
+The video dim comes from the FER2013 CNN in ``extractors/weights/fer_cnn``; when those weights are not
 there, ``--fer_dir`` writes a randomly initialised FER CNN to use in their place.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from armer.checkpoint import CheckpointInfo, save_checkpoint
 from armer.config import MODALITIES, ModelConfig
-from armer.model import Ensemble, create_model
+from armer.model.robust import Ensemble, create_model
 
 LABELS = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 
@@ -29,7 +29,7 @@ def make_random_fer_cnn(directory: str | Path, seed: int = 0) -> Path:
     """A FER2013-CNN folder (config.json + model.safetensors) with random weights."""
     from safetensors.torch import save_file
 
-    from extractors.fer_cnn import FerCNN, FerCNNConfig
+    from armer.extractors.fer_cnn import FerCNN, FerCNNConfig
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ def make_random_fer_cnn(directory: str | Path, seed: int = 0) -> Path:
 def make_tiny_checkpoint(out_dir: str | Path, video_dim: int | None = None, members: int = 2, seed: int = 0,
                          model: str = "attention_robust_v2", hidden_dim: int = 32) -> Path:
     """Save an untrained ensemble whose features match the offline extractors."""
-    from extractors import DEFAULT_EXTRACTORS, create_extractor
+    from armer.extractors import DEFAULT_EXTRACTORS, create_extractor
 
     dims = {m: create_extractor(DEFAULT_EXTRACTORS[m]).dim for m in ("audio", "text")}
     dims["video"] = video_dim if video_dim is not None else create_extractor(DEFAULT_EXTRACTORS["video"]).dim
@@ -64,13 +64,13 @@ def make_tiny_checkpoint(out_dir: str | Path, video_dim: int | None = None, memb
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
-    parser.add_argument("--fer_dir", help="write a random FER CNN here when checkpoints/fer_cnn is missing")
+    parser.add_argument("--fer_dir", help="write a random FER CNN here when extractors/weights/fer_cnn is missing")
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     video_dim = None
     if args.fer_dir:
-        from extractors.fer_cnn import FerCNNConfig
+        from armer.extractors.fer_cnn import FerCNNConfig
 
         make_random_fer_cnn(args.fer_dir, args.seed)
         video_dim = FerCNNConfig().widths[-1]

@@ -36,8 +36,8 @@ from sklearn.preprocessing import StandardScaler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extractors import create_extractor, crop_faces, load_audio  # noqa: E402
-from extractors.samples import face_image, synthesize_speech  # noqa: E402
+from armer.extractors import create_extractor, crop_faces, load_audio  # noqa: E402
+from armer.extractors.samples import face_image, synthesize_speech  # noqa: E402
 
 EMODB_LETTERS = {"W": "angry", "L": "boredom", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"}
 MELD_NAMES = {"anger": "angry", "joy": "happy", "sadness": "sad"}  # others keep their name

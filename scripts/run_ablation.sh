@@ -41,4 +41,4 @@ for name in "${ORDER[@]}"; do
   # shellcheck disable=SC2086
   SYNTHETIC=0 SAVE_ROOT="$ABLATION_ROOT/$name" MODEL=attention_robust_v2 bash scripts/train_v2.sh "$@" ${RUNS[$name]}
 done
-python -m armer.report ablation "$ABLATION_ROOT" "${ORDER[@]}" | tee "$ABLATION_ROOT/ablation.md"
+python -m armer.evaluate.report ablation "$ABLATION_ROOT" "${ORDER[@]}" | tee "$ABLATION_ROOT/ablation.md"

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.config import MODALITIES
-from armer.missing import DROP_PATTERNS, MISSING_RATES
+from armer.model.missing import DROP_PATTERNS, MISSING_RATES
 
 MODELS = {"v1": "attention_robust", "v2": "attention_robust_v2"}
 CLEAN, NOISE = "test1", "test2"
@@ -131,7 +131,7 @@ def train_command(args, manifest: dict, model: str, seed: int, save_root: Path) 
 def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
     """A finished run of the same command (same arguments, defaults included), newer than the
     benchmark it trained on, whose checkpoint the current model code still loads."""
-    from armer.train import build_parser
+    from armer.train.cli import build_parser
 
     done = save / "summary.json"
     if not done.is_file() or done.stat().st_mtime < (bench / "manifest.json").stat().st_mtime:
@@ -166,8 +166,8 @@ def uncertainty(args, manifest: dict, save: Path) -> dict:
     """Error AUROC by the fused sigma and by 1 - top probability, and ECE, on the clean and noise corpora."""
     from armer.checkpoint import load_checkpoint
     from armer.data import load_dataset
-    from armer.evaluation import predict
-    from armer.metrics import error_auroc, expected_calibration_error
+    from armer.evaluate.conditions import predict
+    from armer.evaluate.metrics import error_auroc, expected_calibration_error
 
     model, info = load_checkpoint(save / "checkpoint")
     bench = Path(args.bench_dir)
@@ -210,7 +210,7 @@ ABLATIONS = {
 
 def ablations(args, manifest: dict, runs: dict[str, dict[int, Path]]) -> str | None:
     """Seed 0 (the first seed): V1, V2 (the main runs) and V2 with each component switched off."""
-    from armer.report import ablation_table
+    from armer.evaluate.report import ablation_table
 
     seed = args.seeds[0]
     root = Path(args.runs_dir) / f"ablation-seed{seed}"

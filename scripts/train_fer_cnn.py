@@ -10,8 +10,8 @@ The shipped checkpoint was trained in three one-cycle phases, each continuing th
 third kept because it raised validation accuracy):
 
     python scripts/train_fer_cnn.py --epochs 15
-    python scripts/train_fer_cnn.py --data ../shared/data --init checkpoints/fer_cnn --epochs 8 --lr 0.02 --seed 1
-    python scripts/train_fer_cnn.py --data ../shared/data --init checkpoints/fer_cnn --epochs 10 --lr 0.01 --seed 2
+    python scripts/train_fer_cnn.py --data ../shared/data --init extractors/weights/fer_cnn --epochs 8 --lr 0.02 --seed 1
+    python scripts/train_fer_cnn.py --data ../shared/data --init extractors/weights/fer_cnn --epochs 10 --lr 0.01 --seed 2
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extractors.fer_cnn import FER_CLASSES, FerCNN, FerCNNConfig, training_split  # noqa: E402
+from armer.extractors.fer_cnn import FER_CLASSES, FerCNN, FerCNNConfig, training_split  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("ARMER_DATA", str(ROOT.parent / "shared" / "data")),
                    help="data root holding fer2013/fer2013.npz (default: $ARMER_DATA or ../shared/data)")
-    p.add_argument("--out", default=str(ROOT / "checkpoints" / "fer_cnn"), help="output folder for the weights")
+    p.add_argument("--out", default=str(ROOT / "extractors" / "weights" / "fer_cnn"), help="output folder for the weights")
     p.add_argument("--results", default=str(ROOT / "results" / "fer_cnn.md"), help="results markdown file")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch_size", type=int, default=128)

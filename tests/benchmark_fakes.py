@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.base import Extractor
-from extractors.registry import _REGISTRY, register_extractor
+from armer.extractors.base import Extractor
+from armer.extractors.registry import _REGISTRY, register_extractor
 
 LETTERS = {"neutral": "N", "angry": "W", "happy": "F", "sad": "T", "fear": "A", "disgust": "E"}
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "neutral"]

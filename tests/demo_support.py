@@ -29,8 +29,8 @@ def _script(name: str):
 def make_demo_checkpoint(root: Path) -> tuple[Path, dict]:
     """(checkpoint dir, extractor overrides) for an untrained 2-member V2 on the offline extractors."""
     tiny = _script("make_tiny_checkpoint")
-    from extractors import create_extractor
-    from extractors.fer_cnn import FerCNNConfig
+    from armer.extractors import create_extractor
+    from armer.extractors.fer_cnn import FerCNNConfig
 
     fer = tiny.make_random_fer_cnn(root / "fer_cnn", seed=0)
     ckpt = tiny.make_tiny_checkpoint(root / "checkpoint", video_dim=FerCNNConfig().widths[-1], members=2)
@@ -51,7 +51,7 @@ def require_media_tools() -> None:
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     require_media_tools()
-    from armer.inference import Predictor
+    from armer.predict.predictor import Predictor
 
     ckpt, extractors = make_demo_checkpoint(tmp_path_factory.mktemp("demo"))
     p = Predictor.from_checkpoint(ckpt, extractors=extractors)

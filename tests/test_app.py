@@ -91,7 +91,7 @@ def _bad_inputs(tmp_path):
     import av  # noqa: F401
     from PIL import Image
 
-    from extractors.samples import write_clip
+    from armer.extractors.samples import write_clip
 
     (tmp_path / "zero.mp4").write_bytes(b"")
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01not a video" * 200)

@@ -102,7 +102,7 @@ def test_training_sentences_and_their_dialogues_are_each_speaker_s_own(data_root
 
 
 def test_the_fer_cnn_backend_gets_training_faces_it_never_saw(data_root):
-    from extractors.fer_cnn import training_split
+    from armer.extractors.fer_cnn import training_split
 
     fer = read_fer(data_root)
     seen, heldout = training_split(fer.usages)
@@ -210,8 +210,8 @@ def test_options_select_speakers_usages_and_csvs(tmp_path):
 
 def test_test_only_root_then_evaluate_with_trained_checkpoint(data_root, built, tmp_path):
     """Train on the tiny benchmark, then score a test-only root (other speakers, PrivateTest, test CSV)."""
-    from armer.train import main as train_main
-    from armer.evaluate import main as evaluate_main
+    from armer.train.cli import main as train_main
+    from armer.evaluate.cli import main as evaluate_main
 
     out, manifest = built
     f = manifest["feature_folders"]
@@ -268,7 +268,7 @@ def test_real_offline_text_backend(data_root, tmp_path):
 
 
 def test_grouped_folds_keep_speakers_together():
-    from armer.training import grouped_fold_indices, sample_group
+    from armer.train.folds import grouped_fold_indices, sample_group
 
     samples = [f"train-{spk}a0{j}Wa-{k}" for spk in ("03", "08", "09", "10", "12", "13") for j in range(3)
                for k in range(8)]

@@ -8,7 +8,7 @@ import torch
 
 from armer.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, read_info, save_checkpoint
 from armer.config import MODALITIES
-from armer.model import Ensemble, create_model
+from armer.model.robust import Ensemble, create_model
 from conftest import DIMS, tiny_config
 
 

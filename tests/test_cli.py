@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from armer.missing import DROP_PATTERNS, MISSING_RATES
+from armer.model.missing import DROP_PATTERNS, MISSING_RATES
 from armer.synthetic import write_synthetic_merbench
 from conftest import DIMS
 

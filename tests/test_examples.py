@@ -9,7 +9,7 @@ from demo_support import EXAMPLES, ROOT, _script
 
 
 def test_committed_examples_cover_every_case():
-    from extractors import load_media
+    from armer.extractors import load_media
 
     rows = json.loads((EXAMPLES / "examples.json").read_text())["rows"]
     assert len(rows) >= 3
@@ -30,7 +30,7 @@ def test_make_examples_rebuilds_them(tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
     pytest.importorskip("matplotlib")
-    from extractors import load_media
+    from armer.extractors import load_media
 
     paths = _script("make_examples").make_examples(tmp_path)
     names = {p.name for p in paths}

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-import extractors
-from extractors import (
+import armer.extractors as extractors
+from armer.extractors import (
     DEFAULT_EXTRACTORS,
     MediaError,
     MissingWeightsError,
@@ -25,8 +25,8 @@ from extractors import (
     list_extractors,
     register_extractor,
 )
-from extractors.__main__ import main as cli_main
-from extractors.samples import face_image, synthesize_speech, write_clip
+from armer.extractors.__main__ import main as cli_main
+from armer.extractors.samples import face_image, synthesize_speech, write_clip
 
 SENTENCE = "I am so happy to see you today, this is wonderful news."
 WORDS = "[PAD] <s> </s> <unk> i am so happy to see you today this is wonderful news , .".split()

@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 
-from extractors import (
+from armer.extractors import (
     MediaError,
     add_noise,
     blur_frames,
@@ -18,8 +18,8 @@ from extractors import (
     load_frames,
     load_media,
 )
-from extractors.media import SUPPORTED_EXTS
-from extractors.samples import CODECS, face_image, synthesize_speech, write_clip
+from armer.extractors.media import SUPPORTED_EXTS
+from armer.extractors.samples import CODECS, face_image, synthesize_speech, write_clip
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng not installed (apt-get install -y espeak-ng)")

@@ -1,4 +1,4 @@
-"""armer.inference: one call from a clip to a fused prediction, cached per modality; and the CLI."""
+"""armer.predict: one call from a clip to a fused prediction, cached per modality; and the CLI."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import torch
 from demo_support import PHOTO, SILENT, SPEECH, TALK
 
 from armer.config import MODALITIES
-from armer.inference import Degrade, InferenceError, Predictor, clean_text
+from armer.predict.predictor import Degrade, InferenceError, Predictor, clean_text
 
 predictor = demo_support.predictor  # fixture
 
@@ -31,7 +31,7 @@ def test_full_clip_gives_a_consistent_prediction(predictor):
 
 
 def test_result_equals_the_ensemble_on_directly_extracted_features(predictor):
-    from extractors import crop_faces, load_media
+    from armer.extractors import crop_faces, load_media
 
     r = predictor.predict(video=TALK, transcript="What a lovely day.")
     media = load_media(TALK)
@@ -150,7 +150,7 @@ def test_missing_checkpoint_says_how_to_get_one(tmp_path):
 
 
 def test_extractor_dims_must_match_the_checkpoint(predictor):
-    from extractors import create_extractor
+    from armer.extractors import create_extractor
 
     with pytest.raises(InferenceError, match="expects 512-d"):
         Predictor(predictor.ensemble, predictor.info,
@@ -158,7 +158,7 @@ def test_extractor_dims_must_match_the_checkpoint(predictor):
 
 
 def test_cli_prints_json_and_fails_cleanly(predictor, tmp_path, capsys):
-    from armer import predict
+    from armer.predict import cli as predict
 
     ckpt = predictor.source
     fer = str(predictor.extractors["video"].path)

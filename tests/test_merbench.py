@@ -933,5 +933,7 @@ def test_pyproject_keeps_the_model_light_and_the_extras_complete():
         assert name in core or str(requirement.specifier) in listed.get(name, set()), (
             f"requirements.txt has {line!r}; pyproject.toml's extras have {name} {listed.get(name)}")
     assert "==2.14.1" in listed["torch"] and "==0.29.1" in listed["torchvision"]  # the pair, in [extractors]
-    find = pyproject["tool"]["setuptools"]["packages"]["find"]
-    assert "armer*" in find["include"] and "extractors*" in find["include"]
+    setuptools = pyproject["tool"]["setuptools"]
+    assert "extractors" not in setuptools["packages"], "no generic top-level package in site-packages"
+    assert setuptools["package-dir"] == {"armer.extractors": "extractors"}
+    assert {"armer", "armer.extractors"} <= set(setuptools["packages"])

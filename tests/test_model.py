@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from armer.config import ModelConfig
-from armer.missing import DROP_PATTERNS, sample_modality_dropout
-from armer.model import AttentionRobust, AttentionRobustV2, create_model, list_models
+from armer.model.missing import DROP_PATTERNS, sample_modality_dropout
+from armer.model.robust import AttentionRobust, AttentionRobustV2, create_model, list_models
 from conftest import DIMS, tiny_config
 
 MODELS = ["attention_robust_v2", "attention_robust"]
@@ -174,7 +174,7 @@ def test_config_round_trips_through_dict():
 
 
 def test_noise_mixing_keeps_the_scale_and_removes_the_signal():
-    from armer.missing import mix_with_noise
+    from armer.model.missing import mix_with_noise
 
     x = torch.randn(2000, 32)
     alpha = torch.zeros(2000)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from armer.missing import DROP_PATTERNS
-from armer.report import ablation_table
+from armer.model.missing import DROP_PATTERNS
+from armer.evaluate.report import ablation_table
 
 
 def conditions(full: float, patterns: float, sweep: float) -> dict:

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from armer.config import MODALITIES
-from armer.evaluation import predict
-from armer.metrics import emoval
-from armer.missing import MISSING_RATES
-from armer.model import create_model
-from armer.training import (TrainConfig, fold_indices, member_predictions, padded_index, to_batch, train_folds,
+from armer.evaluate.conditions import predict
+from armer.evaluate.metrics import emoval
+from armer.model.missing import MISSING_RATES
+from armer.model.robust import create_model
+from armer.train.folds import fold_indices
+from armer.train.loop import (TrainConfig, member_predictions, padded_index, to_batch, train_folds,
                             weight_spread, with_degraded_views)
 from conftest import tiny_config
 
@@ -108,8 +109,8 @@ def test_the_ensemble_averages_the_fold_models(trained):
 
 def test_members_of_one_network_train_exactly_as_separate_models():
     """The batched fold ensemble: member e's update depends only on member e's batch."""
-    from armer import losses
-    from armer.model import create_model
+    from armer.model import losses
+    from armer.model.robust import create_model
     from conftest import DIMS
 
     config = tiny_config(dropout=0.0, modality_dropout=0.0, modality_noise=0.0, use_vae=False, recon_dims=0)
@@ -139,7 +140,7 @@ def test_members_of_one_network_train_exactly_as_separate_models():
 
 
 def test_every_member_sees_its_own_fold_once_per_epoch():
-    from armer.training import member_indices
+    from armer.train.loop import member_indices
 
     sets = [np.arange(0, 10), np.arange(10, 17)]
     order = member_indices(sets, np.random.default_rng(0))

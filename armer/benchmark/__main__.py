@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
             return info
         import importlib
 
-        from extractors import DEFAULT_EXTRACTORS
+        from armer.extractors import DEFAULT_EXTRACTORS
 
         for module in args.extractor_module:
             importlib.import_module(module)

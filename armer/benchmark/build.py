@@ -147,7 +147,7 @@ def allowed_train_faces(fer: FerImages, train_faces: str, video_extractor: str) 
         raise SourceError(f"train_faces={train_faces!r} must be one of {TRAIN_FACES}")
     if train_faces == "all" or (train_faces == "auto" and video_extractor != "fer2013-cnn"):
         return None
-    from extractors.fer_cnn import training_split
+    from armer.extractors.fer_cnn import training_split
 
     return training_split(fer.usages)[1]
 
@@ -358,7 +358,7 @@ def training_view_degradation(options: BuildOptions) -> Degradation:
 def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], degradation: Degradation, seed: int
                    ) -> dict[str, dict[str, Any]]:
     """Degraded copies of the pairs' inputs, one per source item: modality -> key -> (input, what was done)."""
-    from extractors.degrade import add_noise, blur_frames, drop_words
+    from armer.extractors.degrade import add_noise, blur_frames, drop_words
 
     low, high = degradation.snr_db
     tag = degradation.tag
@@ -387,11 +387,11 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
     say = progress or (lambda msg: log.info(msg))
     t0 = time.perf_counter()
     if extractor_factory is None:
-        from extractors import create_extractor
+        from armer.extractors import create_extractor
 
         extractor_factory = lambda name, modality: create_extractor(name, modality=modality)
     if not options.extractors:
-        from extractors import DEFAULT_EXTRACTORS
+        from armer.extractors import DEFAULT_EXTRACTORS
 
         options.extractors = dict(DEFAULT_EXTRACTORS)
     root = Path(options.data_root)
@@ -407,7 +407,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
     say(f"{len(pairs)} pairs: " + ", ".join(f"{c} {sum(p.corpus == c for p in pairs)}" for c in ("train", "test1")))
 
     # raw inputs, once per source item
-    from extractors.media import load_audio
+    from armer.extractors.media import load_audio
 
     raw: dict[str, dict[str, Any]] = {"audio": {}, "text": {}, "video": {}}
     for p in pairs:

@@ -1,7 +1,7 @@
 """A stand-in face backend, ``face-hog`` (HOG descriptor of the 48x48 grayscale face, no weights).
 
 Only for building the benchmark while the project's FER2013 CNN (``fer2013-cnn``, weights in
-checkpoints/fer_cnn) is not available: ``python -m armer.benchmark build --extractor_module
+extractors/weights/fer_cnn) is not available: ``python -m armer.benchmark build --extractor_module
 armer.benchmark.standin --video_extractor face-hog ...``. The demo does not register it, so a
 checkpoint trained on it is not a demo checkpoint.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from extractors.base import Extractor
-from extractors.registry import _REGISTRY, register_extractor
+from armer.extractors.base import Extractor
+from armer.extractors.registry import _REGISTRY, register_extractor
 
 
 class FaceHOGExtractor(Extractor):

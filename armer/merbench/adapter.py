@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from armer.config import ModelConfig
-from armer.model import ModelOutput, RobustBase, create_model
+from armer.model.robust import ModelOutput, RobustBase, create_model
 
 _DEFAULTS = ModelConfig()
 

@@ -14,9 +14,9 @@ import torch
 
 from armer.config import MODALITIES
 from armer.data import Corpus
-from armer.metrics import score
-from armer.missing import DROP_PATTERNS, pattern_mask, sweep_masks
-from armer.model import Ensemble
+from armer.evaluate.metrics import score
+from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks
+from armer.model.robust import Ensemble
 
 EVAL_BATCH = 512
 NOISE_LEVELS = (0.5, 1.0, 2.0)

@@ -26,8 +26,9 @@ from armer.checkpoint import CheckpointInfo, save_checkpoint
 from armer.cli import add_model_arguments, model_config_from_args, setup_logging
 from armer.config import MODALITIES
 from armer.data import DataError, has_degraded_views, load_dataset
-from armer.evaluation import evaluate_corpus, markdown_table
-from armer.training import FOLD_GROUPS, TrainConfig, train_folds
+from armer.evaluate.conditions import evaluate_corpus, markdown_table
+from armer.train.folds import FOLD_GROUPS
+from armer.train.loop import TrainConfig, train_folds
 
 log = logging.getLogger("armer.train")
 
@@ -126,7 +127,3 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("test results (fold-averaged predictions):\n%s", markdown_table(results))
     log.info("wrote %s in %.1fs", save_root, summary["seconds"])
     return summary
-
-
-if __name__ == "__main__":
-    main()

@@ -17,7 +17,7 @@ from pathlib import Path
 from armer.checkpoint import CheckpointError, load_checkpoint
 from armer.config import MODALITIES
 from armer.data import DataError, load_dataset
-from armer.evaluation import NOISE_LEVELS, evaluate_corpus, markdown_table
+from armer.evaluate.conditions import NOISE_LEVELS, evaluate_corpus, markdown_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,3 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "results.md").write_text(table, encoding="utf-8")
     sys.stdout.write(table)
     return results
-
-
-if __name__ == "__main__":
-    main()

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from armer import losses
+from armer.model import losses
 from armer.config import MODALITIES, ModelConfig
-from armer.missing import mix_with_noise, presence_from_features, sample_feature_noise, sample_modality_dropout
+from armer.model.missing import mix_with_noise, presence_from_features, sample_feature_noise, sample_modality_dropout
 
 LOGVAR_LIMIT = 8.0  # soft bound on log sigma^2, keeps 1/u finite without cutting gradients
 

@@ -1,6 +1,6 @@
 """Inference on clips: a checkpoint and its feature extractors, loaded once, behind one call.
 
-    >>> from armer.inference import Predictor, Degrade
+    >>> from armer.predict.predictor import Predictor, Degrade
     >>> predictor = Predictor.from_checkpoint("checkpoints/")
     >>> result = predictor.predict(video="clip.mp4")
     >>> result.top, result.weights["audio"]
@@ -31,7 +31,7 @@ import torch
 from armer.checkpoint import CheckpointInfo, load_checkpoint
 from armer.config import MODALITIES
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints"
 MAX_TRANSCRIPT_WORDS = 1000  # longer transcripts are cut (MiniLM reads 256 tokens anyway)
 MAX_SECONDS = 60.0  # longer clips are truncated by the decoder, with a notice
 DEGRADE_SEED = 0  # noise and word drop-out are seeded: the same setting gives the same result
@@ -155,7 +155,7 @@ class Predictor:
 
     def __init__(self, ensemble: torch.nn.Module, info: CheckpointInfo, extractors: dict[str, Any] | None = None,
                  source: str = "") -> None:
-        from extractors import DEFAULT_EXTRACTORS, create_extractor
+        from armer.extractors import DEFAULT_EXTRACTORS, create_extractor
 
         self.ensemble = ensemble.eval()
         self.info = info
@@ -225,7 +225,7 @@ class Predictor:
         return digest
 
     def _load(self, path: str | os.PathLike, timings: dict, cached: list) -> tuple[str, Any]:
-        from extractors import MediaError, load_media
+        from armer.extractors import MediaError, load_media
 
         digest = self._file_digest(path)
         media = self._media.get(digest)
@@ -281,7 +281,7 @@ class Predictor:
         Raises:
             InferenceError: unreadable media, a bad setting, or no modality left to fuse.
         """
-        from extractors import add_noise, blur_frames, crop_faces, drop_words
+        from armer.extractors import add_noise, blur_frames, crop_faces, drop_words
 
         degrade = degrade or Degrade()
         unknown = set(use or {}) - set(MODALITIES)

@@ -1,4 +1,4 @@
-"""Tables from finished runs: `python -m armer.report ablation ROOT NAME ...`.
+"""Tables from finished runs: `python -m armer.evaluate.report ablation ROOT NAME ...`.
 
 Reads `<ROOT>/<NAME>/summary.json` of each run and prints one Markdown table with, per test
 corpus, the weighted F1 with all modalities, the mean over the six drop patterns and the mean of
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from armer.config import MODALITIES
-from armer.missing import DROP_PATTERNS
+from armer.model.missing import DROP_PATTERNS
 
 
 def condition_row(results: dict) -> list[float]:
@@ -70,7 +70,7 @@ def ablation_table(root: Path, names: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m armer.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m armer.evaluate.report", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     ablation = commands.add_parser("ablation", help="one row per run folder")
     ablation.add_argument("root")

@@ -15,7 +15,7 @@ import json
 import sys
 
 from armer.config import MODALITIES
-from armer.inference import DEFAULT_CHECKPOINT, Degrade, InferenceError, Predictor
+from armer.predict.predictor import DEFAULT_CHECKPOINT, Degrade, InferenceError, Predictor
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
@@ -30,7 +30,7 @@ def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
 
 def build_extractors(names: dict[str, str], paths: dict[str, str]) -> dict:
     """Extractor overrides from --extractor / --extractor_path."""
-    from extractors import DEFAULT_EXTRACTORS, create_extractor
+    from armer.extractors import DEFAULT_EXTRACTORS, create_extractor
 
     if not paths:
         return dict(names)
@@ -79,7 +79,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,3 @@
+from armer.evaluate.cli import main
+
+main()

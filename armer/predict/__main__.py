@@ -1,0 +1,5 @@
+import sys
+
+from armer.predict.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+from armer.train.cli import main
+
+main()
