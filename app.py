@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from armer.config import MODALITIES
+from armer.constants import MODALITIES
 from armer.predict.predictor import Degrade, InferenceError, Prediction, Predictor
 from armer.predict.cli import add_model_args, load_predictor
 

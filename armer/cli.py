@@ -1,53 +1,83 @@
-"""Command-line flags shared by the training and evaluation entry points (MERBench's names)."""
+"""Command-line flags derived from the settings dataclasses of `armer.config`, their Markdown list, logging.
+
+Every flag-field of `ModelConfig` / `TrainConfig` is a flag of the same name (MERBench's names):
+its type, default, choices and help come from the field. A switch that is on by default can be
+turned off (`--use_vae` / `--no-use_vae`); one that is off by default is a plain `--test_every_epoch`.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
-from armer.config import FEAT_TYPES, ModelConfig
-from armer.model.robust import list_models
+from armer.config import ModelConfig, TrainConfig, choices_of, flag_fields
 
-MODEL_FLAGS = {  # flag -> help; defaults come from ModelConfig
-    "hidden_dim": "hidden / latent size",
-    "dropout": "dropout rate",
-    "use_vae": "variational encoders (off: deterministic, equal fusion weights)",
-    "kl_weight": "weight of KL(q(z|x) || N(0, I))",
-    "recon_weight": "weight of the reconstruction of the complete features",
-    "recon_dims": "reconstruction scored each step on one random block of at most this many dims per modality (0: all dims)",
-    "cross_kl_weight": "weight of the symmetric KL between present modalities",
-    "use_proxy_attention": "proxy-query attention over the modality tokens (off: the proxy alone)",
-    "fusion_temperature": "T in softmax((1/u) / T)",
-    "num_attention_heads": "attention heads",
-    "modality_dropout": "probability that a training sample loses one or two modalities",
-    "modality_dropout_warmup": "epochs over which modality dropout and noise ramp up from 0",
-    "modality_noise": "probability that a present modality is corrupted with Gaussian noise in training",
-    "calibration_weight": "weight of the uncertainty calibration term",
-    "expert_fusion": "add each present modality's own prediction to the logits, weighted by its fusion weight",
-    "grad_clip": "max gradient norm (<= 0: no clipping)",
-}
+Settings = TypeVar("Settings")
+
+SETTINGS_DOC = Path("docs") / "settings.md"  # relative to the repository root
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ModelConfig()
-    parser.add_argument("--model", default=defaults.model, choices=list_models(), help="model name")
-    parser.add_argument("--feat_type", default=defaults.feat_type, choices=FEAT_TYPES,
-                        help="utt: utterance vectors (-UTT folders); frm_*: frame-level (-FRA folders)")
-    for name, help_text in MODEL_FLAGS.items():
-        default = getattr(defaults, name)
-        if isinstance(default, bool):
-            parser.add_argument(f"--{name}", default=default, action=argparse.BooleanOptionalAction, help=help_text)
+def _flag_names(f: Field) -> str:
+    return f"--{f.name} / --no-{f.name}" if f.default is True else f"--{f.name}"
+
+
+def add_settings(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
+    """One flag per flag-field of the settings dataclass `cls`."""
+    for f in flag_fields(cls):
+        help_text = f.metadata["help"].replace("%", "%%") + " (default: %(default)s)"
+        if f.default is True:
+            parser.add_argument(f"--{f.name}", default=True, action=argparse.BooleanOptionalAction, help=help_text)
+        elif f.default is False:
+            parser.add_argument(f"--{f.name}", action="store_true", help=help_text)
         else:
-            parser.add_argument(f"--{name}", type=type(default), default=default, help=f"{help_text} (default {default})")
+            parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, choices=choices_of(f),
+                                help=help_text)
 
 
-def model_config_from_args(args: argparse.Namespace, dims: tuple[int, int, int], num_classes: int) -> ModelConfig:
-    values = {name: getattr(args, name) for name in MODEL_FLAGS}
-    return ModelConfig(
-        model=args.model, feat_type=args.feat_type, audio_dim=dims[0], text_dim=dims[1], video_dim=dims[2],
-        output_dim1=num_classes, output_dim2=1, **values,
-    )
+def settings_from_args(cls: type[Settings], args: argparse.Namespace, **from_data: Any) -> Settings:
+    """`cls` from the flags `add_settings(parser, cls)` parsed into `args`; `from_data`: the fields that are no flags."""
+    return cls(**{f.name: getattr(args, f.name) for f in flag_fields(cls)}, **from_data)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
+def _table(cls: type) -> list[str]:
+    rows = ["| flag | default | help |", "|---|---|---|"]
+    for f in flag_fields(cls):
+        choices = choices_of(f)
+        help_text = f.metadata["help"] + (f" (one of: {', '.join(choices)})" if choices else "")
+        rows.append(f"| `{_flag_names(f)}` | `{f.default}` | {_cell(help_text)} |")
+    return rows
+
+
+def settings_markdown() -> str:
+    """The flags of `python -m armer.train` from the settings dataclasses, as `docs/settings.md` holds them."""
+    from_data = [f for f in fields(ModelConfig) if f.metadata["from_data"]]
+    lines = [
+        "# Settings",
+        "",
+        "[README](../README.md) · [model](model.md) · [training](training.md)",
+        "",
+        "Generated from the dataclasses in `armer/config.py` by `python scripts/settings_doc.py`; do not edit",
+        "(`tests/test_cli.py` checks that this file is up to date). The data flags (`--features_root`,",
+        "`--label_path`, `--save_root`, `--audio_feature`, ...) are in `python -m armer.train --help`.",
+        "",
+        "## Training (`TrainConfig`)",
+        "",
+        *_table(TrainConfig),
+        "",
+        "## Model (`ModelConfig`, stored in each checkpoint's `config.json`)",
+        "",
+        *_table(ModelConfig),
+        "",
+        "Set from the data, not by flags: " + "; ".join(f"`{f.name}` ({f.metadata['help']})" for f in from_data) + ".",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def setup_logging(log_file: Path | None = None) -> None:

@@ -1,55 +1,102 @@
-"""Model configuration: the one dataclass every model in `armer.model` is built from.
+"""Settings: each model and training setting declared once, as a dataclass field with its default and help.
 
-The defaults are the seed specification's (`../shared/docs/seed-attention-robust-v2.zh.md`).
-A checkpoint stores this config, so a model can be rebuilt from the checkpoint alone.
+`ModelConfig` is what every model in `armer.model` is built from; a checkpoint stores it, so a model
+can be rebuilt from the checkpoint alone. `TrainConfig` is how `armer.train` trains it. Each field's
+`metadata` (see `setting`) is read by the command-line flags of `python -m armer.train`
+(`armer.cli.add_settings`), by the generated settings list `docs/settings.md`
+(`python scripts/settings_doc.py`) and by the MERBench installer.
+
+The model defaults are the seed specification's (`../shared/docs/seed-attention-robust-v2.zh.md`);
+help texts that start with "Not in the seed" mark the settings added since.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any, Callable, Iterable
 
-MODALITIES = ("audio", "text", "video")
-FEAT_TYPES = ("utt", "frm_align", "frm_unalign")
+from armer.constants import FEAT_TYPES
+
+__all__ = ["ModelConfig", "TrainConfig", "choices_of", "flag_fields", "setting"]
+
+Choices = Iterable[str] | Callable[[], Iterable[str]]
+
+
+def setting(default: Any, help: str, *, choices: Choices | None = None, from_data: bool = False) -> Any:
+    """A settings field: `default` and its `help`, kept in the field's metadata.
+
+    choices: the allowed values, or a function returning them (for registries that import this
+    module); from_data: the value comes from the data (feature dims, classes), so it is no flag.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "from_data": from_data})
+
+
+def flag_fields(cls: type) -> list[Field]:
+    """The fields of a settings dataclass that are command-line flags (all but the `from_data` ones)."""
+    return [f for f in fields(cls) if not f.metadata["from_data"]]
+
+
+def choices_of(f: Field) -> tuple[str, ...] | None:
+    """A settings field's allowed values, or None when any value of its type goes."""
+    choices = f.metadata["choices"]
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
+def _model_names() -> list[str]:
+    from armer.model import list_models  # the model registry imports this module
+
+    return list_models()
+
+
+def _fold_groups() -> tuple[str, ...]:
+    from armer.train.folds import FOLD_GROUPS  # the folds belong to training, not to the settings
+
+    return FOLD_GROUPS
 
 
 @dataclass
 class ModelConfig:
-    model: str = "attention_robust_v2"  # registry name: attention_robust_v2 | attention_robust
-    audio_dim: int = 1024  # input feature dims, one per modality
-    text_dim: int = 5120
-    video_dim: int = 768
-    feat_type: str = "utt"  # utt: (B, D) vectors -> MLP encoders; frm_*: (B, T, D) -> LSTM encoders
-    output_dim1: int = 6  # number of emotion classes
-    output_dim2: int = 1  # valence outputs
-    hidden_dim: int = 128  # latent / hidden size of every encoder, attention and head
-    dropout: float = 0.35
-    use_vae: bool = True  # variational encoders (mu, sigma); False: deterministic, equal fusion
-    kl_weight: float = 0.01  # KL(q(z|x) || N(0, I))
-    recon_weight: float = 0.1  # reconstruction of the complete features from the fused latent
-    # Not in the seed: the decoders' output layers are split into blocks of at most this many dims
-    # and each training step scores the reconstruction on one random block per modality (0: all
-    # dims every step). An unbiased estimate of the same mean squared error at a fraction of the
-    # decoder's cost, which at MERBench's 1024 + 5120 + 768 dims is ~40% of a step.
-    recon_dims: int = 512
-    cross_kl_weight: float = 0.01  # symmetric KL between the present modalities' posteriors
-    use_proxy_attention: bool = True  # proxy-query attention over modality tokens; False: proxy only
-    fusion_temperature: float = 1.0  # T in softmax((1/u) / T)
-    num_attention_heads: int = 4
-    modality_dropout: float = 0.15  # probability a training sample loses one or two modalities
-    modality_dropout_warmup: int = 20  # epochs over which that probability (and modality_noise) ramps up from 0
-    # Not in the seed: probability that a present modality of a training sample is mixed with
-    # Gaussian noise (a random share, same scale). It teaches sigma to rise on degraded inputs.
-    modality_noise: float = 0.1
-    # Not in the seed: weight of the uncertainty calibration term. Each modality predicts the fused
-    # (detached) emotion distribution from mu with its logits divided by u = mean sigma, so u must
-    # grow where that modality cannot be trusted. Label-free, so it works inside MERBench too.
-    calibration_weight: float = 0.1
-    # Not in the seed: the emotion logits also add each present modality's own prediction (its
-    # unimodal head, trained by the calibration term on every sample that has the modality),
-    # weighted by the fusion weights w. With modalities missing the prediction then rests on heads
-    # that saw every sample of their modality, not only the few that training left unimodal.
-    expert_fusion: bool = True
-    grad_clip: float = -1.0  # max gradient norm; <= 0 disables clipping (MERBench convention)
+    model: str = setting("attention_robust_v2", "registry name of the model: attention_robust_v2 (AttentionRobustV2) "
+                                                "or attention_robust (the V1 baseline)", choices=_model_names)
+    audio_dim: int = setting(1024, "audio feature dim", from_data=True)
+    text_dim: int = setting(5120, "text feature dim", from_data=True)
+    video_dim: int = setting(768, "video feature dim", from_data=True)
+    feat_type: str = setting("utt", "utt: utterance vectors (B, D) from -UTT folders, MLP encoders; frm_align / "
+                                    "frm_unalign: frame-level features (B, T, D) from -FRA folders, LSTM encoders",
+                             choices=FEAT_TYPES)
+    output_dim1: int = setting(6, "number of emotion classes", from_data=True)
+    output_dim2: int = setting(1, "valence outputs", from_data=True)
+    hidden_dim: int = setting(128, "latent / hidden size of every encoder, attention and head")
+    dropout: float = setting(0.35, "dropout rate")
+    use_vae: bool = setting(True, "variational encoders (mu, sigma); off: deterministic encoders and equal "
+                                  "fusion weights")
+    kl_weight: float = setting(0.01, "weight of KL(q(z|x) || N(0, I))")
+    recon_weight: float = setting(0.1, "weight of the reconstruction of the complete features from the fused latent")
+    # The decoders' output layers are split into blocks of at most recon_dims dims: an unbiased
+    # estimate of the same mean squared error at a fraction of the decoder's cost, which at
+    # MERBench's 1024 + 5120 + 768 dims is ~40% of a step.
+    recon_dims: int = setting(512, "Not in the seed: each training step scores the reconstruction on one random "
+                                   "block of at most this many dims per modality (0: all dims every step)")
+    cross_kl_weight: float = setting(0.01, "weight of the symmetric KL between the present modalities' posteriors")
+    use_proxy_attention: bool = setting(True, "proxy-query attention over the modality tokens; off: the proxy alone")
+    fusion_temperature: float = setting(1.0, "T in the fusion weights softmax((1/u) / T)")
+    num_attention_heads: int = setting(4, "heads of the proxy cross-modal attention (must divide hidden_dim)")
+    modality_dropout: float = setting(0.15, "probability that a training sample loses one or two modalities")
+    modality_dropout_warmup: int = setting(20, "epochs over which modality dropout (and modality_noise) ramps up "
+                                               "from 0")
+    # The noise teaches sigma to rise on degraded inputs.
+    modality_noise: float = setting(0.1, "Not in the seed: probability that a present modality of a training sample "
+                                         "is mixed with Gaussian noise (a random share, same scale)")
+    # Each modality predicts the fused (detached) emotion distribution from mu with its logits
+    # divided by u = mean sigma, so u must grow where that modality cannot be trusted. Label-free,
+    # so it works inside MERBench too.
+    calibration_weight: float = setting(0.1, "Not in the seed: weight of the uncertainty calibration term")
+    # The unimodal heads are trained by the calibration term on every sample that has the modality.
+    # With modalities missing the prediction then rests on heads that saw every sample of their
+    # modality, not only the few that training left unimodal.
+    expert_fusion: bool = setting(True, "Not in the seed: the emotion logits also add each present modality's own "
+                                        "prediction (its unimodal head), weighted by the fusion weights")
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,3 +141,30 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"Unknown model config keys {unknown}; known keys: {sorted(known)}")
         return cls(**values)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = setting(100, "training epochs")
+    lr: float = setting(1e-3, "Adam learning rate")
+    l2: float = setting(1e-5, "Adam weight decay (MERBench's --l2)")
+    batch_size: int = setting(32, "training samples per step, per fold")
+    seed: int = setting(0, "random seed: the folds, the initialisation, the batches, modality dropout and the "
+                           "missing-rate sweeps")
+    num_folds: int = setting(5, "cross-validation folds, one ensemble member each")
+    fold_groups: str = setting("none", "keep the samples of one group in one fold: none (random folds), or the clip "
+                                       "or speaker of <corpus>-<clip>-<copy> sample names", choices=_fold_groups)
+    # Before the warm-up ends the training recipe is not complete, and an early epoch that never saw
+    # modality dropout can win on full-modality validation data.
+    select_from_epoch: int = setting(0, "first epoch that can be a fold's best (0: the first after "
+                                        "--modality_dropout_warmup; 1: every epoch, as MERBench)")
+    test_every_epoch: bool = setting(False, "also score the test corpora at every epoch, for the log (otherwise "
+                                            "once, with each fold's best epoch)")
+    workers: int = setting(0, "processes the folds are dealt to, each training its folds as one batched network "
+                              "(0: one per core, at most num_folds)")
+    threads: int = setting(0, "torch threads per worker (0: the cores divided among the workers)")
+    degraded_views: float = setting(0.0, "probability that a present modality of a training sample is swapped for "
+                                         "its degraded view at each step (needs <feature folder>-DEGRADED, as "
+                                         "armer.benchmark builds; 0: never)")
+    normalize: bool = setting(True, "standardise the features with each fold's training statistics")
+    grad_clip: float = setting(-1.0, "max gradient norm of each fold's model (<= 0: no clipping, MERBench's -1)")

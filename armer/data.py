@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from armer.config import MODALITIES
+from armer.constants import MER2023_LABELS, MODALITIES, UNLABELLED_VALENCE
 
 log = logging.getLogger(__name__)
 
-MER2023_LABELS = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
-UNLABELLED_VALENCE = -10.0
 # `<feature folder><DEGRADED_SUFFIX>` holds degraded views of the training samples (same names):
 # written by `armer.benchmark build`, swapped in during training by `armer.train --degraded_views`.
 DEGRADED_SUFFIX = "-DEGRADED"
@@ -117,10 +116,10 @@ def resolve_label_names(corpora: dict[str, dict], stored: list[str] | None) -> l
         return [str(n) for n in stored]
     if all(isinstance(v, (int, np.integer)) for v in values):
         top = max(values, default=-1)
-        return MER2023_LABELS if top < len(MER2023_LABELS) else [f"class_{i}" for i in range(top + 1)]
+        return list(MER2023_LABELS) if top < len(MER2023_LABELS) else [f"class_{i}" for i in range(top + 1)]
     names = {str(v) for v in values}
     if names <= set(MER2023_LABELS):
-        return MER2023_LABELS
+        return list(MER2023_LABELS)
     return sorted(names)
 
 
@@ -279,7 +278,8 @@ def load_dataset(
     )
 
 
-def save_label_file(path: str | Path, corpora: dict[str, dict[str, dict]], label_names: list[str] | None = None) -> None:
+def save_label_file(path: str | Path, corpora: dict[str, dict[str, dict]],
+                    label_names: Sequence[str] | None = None) -> None:
     """Write a MERBench `label-6way.npz`-style file (what `load_label_file` reads)."""
     arrays = {f"{name}_corpus": np.array(entries, dtype=object) for name, entries in corpora.items()}
     if label_names is not None:

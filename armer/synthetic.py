@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from armer.config import MODALITIES
-from armer.data import MER2023_LABELS, UNLABELLED_VALENCE, save_label_file
+from armer.constants import MER2023_LABELS, MODALITIES, UNLABELLED_VALENCE
+from armer.data import save_label_file
 
 
 def write_synthetic_merbench(

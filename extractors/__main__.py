@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,14 @@ from . import (
     DEFAULT_EXTRACTORS,
     MODALITIES,
     SUPPORTED_EXTS,
+    Sources,
     create_extractor,
-    extract_features,
+    featurize,
     list_extractors,
+    load_media,
 )
+from .featurize import DEFAULT_TRANSCRIBER
 from .media import media_kind
-from .pipeline import DEFAULT_TRANSCRIBER
 from .registry import extractor_spec
 
 TEXT_COLUMNS = ("english", "chinese", "sentence", "text", "transcript", "utterance")
@@ -121,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     dirs = {m: out / f"{e.name}-UTT" for m, e in exts.items()}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    transcriber = None if args.no_asr else DEFAULT_TRANSCRIBER
+    transcriber = None
+    if not args.no_asr:
+        transcriber = exts["audio"] if "audio" in exts and exts["audio"].can_transcribe \
+            else create_extractor(DEFAULT_TRANSCRIBER, modality="audio")
 
     paths = find_media(args.inputs, args.file_list)
     failures: list[tuple[str, str]] = []
@@ -142,14 +148,19 @@ def main(argv: list[str] | None = None) -> int:
             if not args.overwrite and expected and all((dirs[m] / f"{clip}.npy").exists() for m in expected):
                 skipped += 1
                 continue
-            result = extract_features(path, exts, transcript=transcripts.get(clip), transcriber=transcriber,
-                                      max_seconds=args.max_seconds, fps=args.fps, max_frames=args.max_frames,
-                                      max_side=args.max_side)
+            start = time.perf_counter()
+            media = load_media(path, max_seconds=args.max_seconds, fps=args.fps, max_frames=args.max_frames,
+                               max_side=args.max_side)
+            decoded = time.perf_counter()
+            result = featurize(Sources.from_media(media, wanted=tuple(exts)), exts, transcript=transcripts.get(clip),
+                               transcriber=transcriber)
+            timings = {"decode": decoded - start, **result.timings,
+                       "total": time.perf_counter() - start}
         except Exception as err:  # noqa: BLE001  (report every failure, keep going)
             failures.append((str(path), f"{type(err).__name__}: {err}"))
             continue
-        feats = dict(result.features)
-        if "text" in exts and feats.get("text") is None and result.transcript is not None:
+        feats = {m: v for m, v in result.features.items() if m in exts}
+        if "text" in exts and result.empty_speech:
             feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
         written = []
         for m, vec in feats.items():
@@ -159,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if result.transcript is not None:
             new_transcripts[clip] = result.transcript
         log_lines.append(json.dumps({"clip": clip, "path": str(path), "written": written,
-                                     "transcript": result.transcript, "face_share": round(result.face_share, 3),
-                                     "timings": {k: round(v, 3) for k, v in result.timings.items()},
+                                     "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
+                                     "timings": {k: round(v, 3) for k, v in timings.items()},
                                      "notices": result.notices}, ensure_ascii=False))
         done += 1
 

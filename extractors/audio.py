@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -18,33 +17,14 @@ from .base import (
     Extractor,
     MissingWeightsError,
     check_waveform,
-    folder_stem,
     missing_weights,
-    resolve_source,
 )
-from .registry import register_extractor
+from .hf import HFExtractor
+from .registry import register_extractor, register_hub_backend
 
 
-def hidden_size(source: str, name: str, local_files_only: bool = False) -> int:
-    """Width of a transformers model's hidden states, from its config (no weights loaded)."""
-    cfg_file = Path(source).expanduser() / "config.json"
-    if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
-    else:
-        from transformers import AutoConfig
-
-        try:
-            cfg = AutoConfig.from_pretrained(source, local_files_only=local_files_only).to_dict()
-        except (OSError, ValueError) as err:
-            raise missing_weights(name, source, err) from err
-    for scope in (cfg, cfg.get("text_config") or {}):
-        for key in ("hidden_size", "d_model", "n_embd"):
-            if key in scope:
-                return int(scope[key])
-    raise ValueError(f"backend {name!r}: no hidden size in the config of {source!r}; pass dim=")
-
-
-class HFAudioExtractor(Extractor):
+@register_hub_backend
+class HFAudioExtractor(HFExtractor):
     """MERBench's recipe for self-supervised speech models (HuBERT, wav2vec2, WavLM, ...).
 
     The normalised waveform is cut into 10 s chunks (the last one zero-padded, as MERBench
@@ -53,37 +33,14 @@ class HFAudioExtractor(Extractor):
     """
 
     modality = "audio"
+    processor_class = "Wav2Vec2FeatureExtractor"
 
-    def __init__(self, model: str, *, name: str | None = None, dim: int | None = None, path: str | None = None,
-                 chunk_seconds: float = 10.0, num_layers: int = 4, batch_size: int = 4,
-                 local_files_only: bool = False) -> None:
-        super().__init__()
-        self.name = name or folder_stem(model)
-        self.source = resolve_source(self.name, model, path)
-        # a fixed dim saves a hub lookup; a local folder's own config is authoritative
-        self._dim = None if Path(self.source).expanduser().is_dir() else dim
+    def __init__(self, model: str, *, chunk_seconds: float = 10.0, num_layers: int = 4, batch_size: int = 4,
+                 **options: Any) -> None:
+        super().__init__(model, **options)
         self.chunk = int(chunk_seconds * SAMPLE_RATE)
         self.num_layers = num_layers
         self.batch_size = batch_size
-        self.local_files_only = local_files_only
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = hidden_size(self.source, self.name, self.local_files_only)
-        return self._dim
-
-    def _load(self) -> None:
-        import torch
-        from transformers import AutoModel, Wav2Vec2FeatureExtractor
-
-        try:
-            self.feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(
-                self.source, local_files_only=self.local_files_only)
-            self.model = AutoModel.from_pretrained(self.source, local_files_only=self.local_files_only,
-                                                   dtype=torch.float32).eval()
-        except (OSError, ValueError) as err:
-            raise missing_weights(self.name, self.source, err) from err
 
     def frame_features(self, wav: np.ndarray) -> np.ndarray:
         """(T, D) frame features: sum of the last ``num_layers`` hidden states over all chunks."""
@@ -94,7 +51,7 @@ class HFAudioExtractor(Extractor):
         # the convolutional front end needs at least one 25 ms window
         if wav.size < 400:
             wav = np.pad(wav, (0, 400 - wav.size))
-        values = self.feature_extractor(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values  # (1, N)
+        values = self.processor(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values  # (1, N)
         if values.shape[1] > self.chunk:
             padded = torch.zeros(1, math.ceil(values.shape[1] / self.chunk) * self.chunk)
             padded[:, :values.shape[1]] = values

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-MODALITIES = ("audio", "text", "video")
+from armer.constants import MODALITIES  # noqa: F401  (re-exported by armer.extractors)
+
 SAMPLE_RATE = 16_000  # every audio backend reads 16 kHz mono float32
 
 

@@ -30,6 +30,8 @@ def training_split(usages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class FerCNNConfig:
+    """Architecture, input size and normalisation of a FerCNN (its checkpoint's config.json)."""
+
     widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of each stage; the last is the feature dim
     convs_per_stage: int = 2  # 3x3 conv + BN + ReLU layers per stage; 2x2 max-pool between stages
     dropout: float = 0.3  # on the pooled feature, before the classifier
@@ -41,6 +43,7 @@ class FerCNNConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "FerCNNConfig":
+        """The config saved at ``path`` (unknown keys are ignored)."""
         data = json.loads(Path(path).read_text())
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key in ("widths", "classes"):
@@ -49,6 +52,7 @@ class FerCNNConfig:
         return cls(**known)
 
     def to_dict(self) -> dict:
+        """The config as plain JSON-ready values."""
         return asdict(self)
 
 
@@ -73,10 +77,6 @@ class FerCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(c_in, len(config.classes))
-
-    @property
-    def feature_dim(self) -> int:
-        return self.config.widths[-1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) normalised faces -> (B, D) pooled features."""

@@ -1,4 +1,8 @@
-"""Backend registry: ``register_extractor``, ``list_extractors``, ``create_extractor``."""
+"""Backend registry: ``register_extractor``, ``list_extractors``, ``create_extractor``.
+
+Backend modules register themselves here (this module imports none of them): their named
+backends with ``register_extractor``, and per modality the class that reads any hub id or model
+folder with ``register_hub_backend``."""
 
 from __future__ import annotations
 
@@ -7,9 +11,14 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from .base import MODALITIES, Extractor, folder_stem, missing_weights, weights_root
+from armer.constants import MODALITIES
+
+from .base import Extractor, folder_stem, missing_weights, weights_root
+
+if TYPE_CHECKING:
+    from .hf import HFExtractor
 
 # transformers model_type -> modality, for hub ids and folders that are not registered names
 AUDIO_MODEL_TYPES = {"hubert", "wav2vec2", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech",
@@ -28,29 +37,53 @@ class ExtractorSpec:
 
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
+_HUB_BACKENDS: dict[str, type[HFExtractor]] = {}  # modality -> class(hub id or folder, **options)
 _INSTANCES: dict[tuple, Extractor] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a factory may import a module that registers backends
+HubBackend = TypeVar("HubBackend", bound="type[HFExtractor]")
 
 
 def register_extractor(name: str, *, modality: str, dim: int | None = None, offline: bool = False,
-                       description: str = "") -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
-    """Decorator registering a backend factory under ``name`` (its MERBench folder stem)."""
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+                       description: str = "", replace: bool = False,
+                       ) -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
+    """Decorator registering a backend factory under ``name`` (its MERBench folder stem).
+
+    A name registers once; ``replace=True`` registers it again (a module imported twice, a test
+    swapping a backend) and forgets the instances ``create_extractor`` built from the old factory.
+    """
+    _check_modality(modality)
 
     def decorator(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
-        if name in _REGISTRY:
-            raise ValueError(f"extractor {name!r} is already registered")
-        _REGISTRY[name] = ExtractorSpec(name, modality, factory, dim, offline, description)
+        with _LOCK:
+            if name in _REGISTRY and not replace:
+                raise ValueError(f"extractor {name!r} is already registered")
+            _REGISTRY[name] = ExtractorSpec(name, modality, factory, dim, offline, description)
+            for key in [k for k in _INSTANCES if k[0] == name]:
+                del _INSTANCES[key]
         return factory
 
     return decorator
 
 
+def register_hub_backend(cls: HubBackend) -> HubBackend:
+    """Class decorator: ``cls(hub id or folder, **options)`` reads the models of its ``modality``
+    that are not registered names, with MERBench's recipe for that modality."""
+    _check_modality(cls.modality)
+    if cls.modality in _HUB_BACKENDS:
+        raise ValueError(f"the {cls.modality} hub backend is already registered ({_HUB_BACKENDS[cls.modality].__name__})")
+    _HUB_BACKENDS[cls.modality] = cls
+    return cls
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+
 def list_extractors(modality: str | None = None, pattern: str = "*") -> list[str]:
     """Registered backend names, optionally of one modality and matching a wildcard pattern."""
-    if modality is not None and modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if modality is not None:
+        _check_modality(modality)
     return sorted(n for n, s in _REGISTRY.items()
                   if (modality is None or s.modality == modality) and fnmatch.fnmatch(n, pattern))
 
@@ -72,8 +105,8 @@ def create_extractor(name_or_path: str, modality: str | None = None, **kwargs: A
     Weights load lazily on first use.
     """
     name_or_path = str(name_or_path)
-    if modality is not None and modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if modality is not None:
+        _check_modality(modality)
     key = (name_or_path, modality, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
     with _LOCK:
         if key not in _INSTANCES:
@@ -100,12 +133,7 @@ def _build(name_or_path: str, modality: str | None, kwargs: dict[str, Any]) -> E
         raise missing_weights(folder_stem(name_or_path), name_or_path, FileNotFoundError("no such model folder"))
     if modality is None:
         modality = _modality_of(name_or_path, path)
-    from .audio import HFAudioExtractor
-    from .text import HFTextExtractor
-    from .visual import HFCLIPExtractor
-
-    cls = {"audio": HFAudioExtractor, "text": HFTextExtractor, "video": HFCLIPExtractor}[modality]
-    return cls(name_or_path, **kwargs)
+    return _HUB_BACKENDS[modality](name_or_path, **kwargs)
 
 
 def _modality_of(name_or_path: str, path: Path) -> str:

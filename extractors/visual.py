@@ -6,19 +6,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import (
-    Extractor,
-    MissingWeightsError,
-    folder_stem,
-    missing_weights,
-    resolve_source,
-    weights_root,
-)
-from .registry import register_extractor
+from .base import Extractor, MissingWeightsError, missing_weights, weights_root
+from .hf import HFExtractor
+from .registry import register_extractor, register_hub_backend
 
 if TYPE_CHECKING:
     import torch
@@ -97,47 +91,20 @@ register_extractor("clip-vit-large-patch14", modality="video", dim=768,
                    description="MERBench video: CLIP ViT-L/14 (OpenAI weights) through open_clip")(OpenCLIPExtractor)
 
 
-class HFCLIPExtractor(Extractor):
+@register_hub_backend
+class HFCLIPExtractor(HFExtractor):
     """Projected CLIP image features (``get_image_features``) of a transformers CLIP, mean over frames."""
 
     modality = "video"
+    processor_class = "AutoImageProcessor"
+    model_class = "CLIPModel"
 
-    def __init__(self, model: str, *, name: str | None = None, dim: int | None = None, path: str | None = None,
-                 batch_size: int = 16, local_files_only: bool = False) -> None:
-        super().__init__()
-        self.name = name or folder_stem(model)
-        self.source = resolve_source(self.name, model, path)
-        # a fixed dim saves a hub lookup; a local folder's own config is authoritative
-        self._dim = None if Path(self.source).expanduser().is_dir() else dim
+    def __init__(self, model: str, *, batch_size: int = 16, **options: Any) -> None:
+        super().__init__(model, **options)
         self.batch_size = batch_size
-        self.local_files_only = local_files_only
 
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            cfg_file = Path(self.source).expanduser() / "config.json"
-            if cfg_file.is_file():
-                self._dim = int(json.loads(cfg_file.read_text())["projection_dim"])
-            else:
-                from transformers import AutoConfig
-
-                try:
-                    self._dim = int(AutoConfig.from_pretrained(self.source, local_files_only=self.local_files_only)
-                                    .projection_dim)
-                except (OSError, ValueError) as err:
-                    raise missing_weights(self.name, self.source, err) from err
-        return self._dim
-
-    def _load(self) -> None:
-        import torch
-        from transformers import AutoImageProcessor, CLIPModel
-
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
-            self.model = CLIPModel.from_pretrained(self.source, local_files_only=self.local_files_only,
-                                                   dtype=torch.float32).eval()
-        except (OSError, ValueError) as err:
-            raise missing_weights(self.name, self.source, err) from err
+    def _config_dim(self, cfg: dict[str, Any]) -> int:
+        return int(cfg["projection_dim"])
 
     def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
         import torch

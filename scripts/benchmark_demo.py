@@ -33,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from report_files import git_commit  # noqa: E402  (scripts/)
+
 TARGETS = {"cold_start_s": 20.0, "clip_10s_upload_to_result_s": 3.0, "toggle_server_ms": 100.0}
 LINE = ("Good morning everyone. I am really glad that you could all come today, because I have some "
         "wonderful news to share with you about our project and the results we have.")
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     clip_s = statistics.median(r["upload_to_result_s"] for r in clip_runs)
     toggle_ms = statistics.median(t["server_ms"] for t in toggles)
     results = {
+        "command": "python scripts/benchmark_demo.py " + " ".join(sys.argv[1:]),
+        "commit": git_commit(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
         "checkpoint": checkpoint_note,

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.synthetic import write_synthetic_merbench  # noqa: E402
+from report_files import git_commit  # noqa: E402  (scripts/)
 
 TARGET_SECONDS = 300
 TARGET_PEAK_MB = 2048
@@ -103,6 +104,7 @@ def main() -> None:
 
     result = {
         "command": "python scripts/benchmark_train.py " + " ".join(sys.argv[1:]),
+        "commit": git_commit(),
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": list(os.getloadavg())},

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.checkpoint import load_checkpoint  # noqa: E402
-from armer.config import MODALITIES  # noqa: E402
+from armer.config import TrainConfig  # noqa: E402
+from armer.constants import MODALITIES  # noqa: E402
 from armer.data import load_dataset  # noqa: E402
+from armer.evaluate.conditions import gather, to_batch  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
-from armer.train.loop import (  # noqa: E402
-    TrainConfig, gather, padded_index, to_batch, with_degraded_views, without_views,
-)
+from armer.train.loop import padded_index, with_degraded_views, without_views  # noqa: E402
 from report_files import generated_line, runs_parser, write_report  # noqa: E402  (scripts/)
 
 SPLITS = ("train", "validation")

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.checkpoint import load_checkpoint  # noqa: E402
-from armer.config import MODALITIES  # noqa: E402
+from armer.constants import MODALITIES  # noqa: E402
 from armer.data import Corpus, load_dataset  # noqa: E402
-from armer.train.loop import to_batch  # noqa: E402
+from armer.evaluate.conditions import to_batch  # noqa: E402
 from report_files import generated_line, write_report  # noqa: E402  (scripts/)
 
 DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}

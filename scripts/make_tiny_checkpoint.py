@@ -3,7 +3,7 @@
     python scripts/make_tiny_checkpoint.py OUT_DIR [--fer_dir DIR] [--members 2] [--seed 0]
 
 The model has random weights (its predictions mean nothing) but the real interface: feature
-dims and extractor names of ``extractors.DEFAULT_EXTRACTORS``, six emotion labels and valence.
+dims and extractor names of ``armer.extractors.DEFAULT_EXTRACTORS``, six emotion labels and valence.
 The video dim comes from the FER2013 CNN in ``extractors/weights/fer_cnn``; when those weights are not
 there, ``--fer_dir`` writes a randomly initialised FER CNN to use in their place.
 """
@@ -19,8 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from armer.checkpoint import CheckpointInfo, save_checkpoint
-from armer.config import MODALITIES, ModelConfig
-from armer.model.robust import Ensemble, create_model
+from armer.config import ModelConfig
+from armer.constants import MODALITIES
+from armer.model.modeling import Ensemble, create_model
 
 LABELS = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 

@@ -25,12 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.checkpoint import load_checkpoint  # noqa: E402
-from armer.config import MODALITIES  # noqa: E402
+from armer.config import TrainConfig  # noqa: E402
+from armer.constants import MODALITIES  # noqa: E402
 from armer.data import load_dataset  # noqa: E402
+from armer.evaluate.conditions import gather, to_batch  # noqa: E402
 from armer.evaluate.metrics import score  # noqa: E402
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
-from armer.train.loop import TrainConfig, gather, padded_index, to_batch  # noqa: E402
+from armer.train.loop import padded_index  # noqa: E402
 from report_files import generated_line, runs_parser, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}

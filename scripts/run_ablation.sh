@@ -13,11 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEED="${SEED:-0}"
 ABLATION_ROOT="${ABLATION_ROOT:-./runs/ablation-seed$SEED}"
-if [[ "${SYNTHETIC:-0}" == "1" ]]; then
-  python -m armer.synthetic runs/synthetic
-  export FEATURES_ROOT="runs/synthetic/features" LABEL_PATH="runs/synthetic/label-6way.npz"
-  export AUDIO_FEATURE="synth-audio-UTT" TEXT_FEATURE="synth-text-UTT" VIDEO_FEATURE="synth-video-UTT"
-fi
+source scripts/synthetic_env.sh
 
 declare -A RUNS=(
   [v1]="--model attention_robust"

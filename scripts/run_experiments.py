@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from armer.config import MODALITIES
+from armer.constants import MODALITIES
 from armer.model.missing import DROP_PATTERNS, MISSING_RATES
 
 MODELS = {"v1": "attention_robust", "v2": "attention_robust_v2"}
@@ -166,7 +166,7 @@ def uncertainty(args, manifest: dict, save: Path) -> dict:
     """Error AUROC by the fused sigma and by 1 - top probability, and ECE, on the clean and noise corpora."""
     from armer.checkpoint import load_checkpoint
     from armer.data import load_dataset
-    from armer.evaluate.conditions import predict
+    from armer.evaluate.conditions import predict, to_batch
     from armer.evaluate.metrics import error_auroc, expected_calibration_error
 
     model, info = load_checkpoint(save / "checkpoint")
@@ -178,7 +178,7 @@ def uncertainty(args, manifest: dict, save: Path) -> dict:
         if corpus not in ds.corpora:
             continue
         c = ds.corpora[corpus]
-        pred = predict(model, c.features, c.present)
+        pred = {k: v.numpy() for k, v in predict(model, to_batch(c)).items()}
         wrong = pred["probs"].argmax(-1) != c.emotions
         sigma = pred["sigma"]
         fused = (np.nansum(pred["weights"] * np.nan_to_num(sigma), axis=1)

@@ -18,11 +18,7 @@ cd "$(dirname "$0")/.."
 
 SEED="${SEED:-0}"
 MODEL="${MODEL:-attention_robust_v2}"
-if [[ "${SYNTHETIC:-0}" == "1" ]]; then
-  python -m armer.synthetic runs/synthetic
-  FEATURES_ROOT="runs/synthetic/features"; LABEL_PATH="runs/synthetic/label-6way.npz"
-  AUDIO_FEATURE="synth-audio-UTT"; TEXT_FEATURE="synth-text-UTT"; VIDEO_FEATURE="synth-video-UTT"
-fi
+source scripts/synthetic_env.sh
 FEATURES_ROOT="${FEATURES_ROOT:-./dataset/features}"
 LABEL_PATH="${LABEL_PATH:-./dataset/label-6way.npz}"
 if [[ ! -d "$FEATURES_ROOT" || ! -f "$LABEL_PATH" ]]; then

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from armer.extractors.base import Extractor
-from armer.extractors.registry import _REGISTRY, register_extractor
+from armer.extractors.registry import register_extractor
 
 LETTERS = {"neutral": "N", "angry": "W", "happy": "F", "sad": "T", "fear": "A", "disgust": "E"}
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "neutral"]
@@ -133,9 +133,8 @@ FAKES = {"audio": "fake-audio", "text": "fake-text", "video": "fake-video"}
 
 def register_fakes() -> dict[str, str]:
     for cls in (FakeAudio, FakeText, FakeVideo):
-        if cls.name not in _REGISTRY:
-            register_extractor(cls.name, modality=cls.modality, dim=None, offline=True,
-                               description="test backend")(cls)
+        register_extractor(cls.name, modality=cls.modality, dim=None, offline=True, description="test backend",
+                           replace=True)(cls)
     return dict(FAKES)
 
 

@@ -1,6 +1,9 @@
 """Shared fixtures: small synthetic MERBench trees and tiny model configs."""
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
 
@@ -9,12 +12,23 @@ from armer.data import load_dataset
 from armer.synthetic import write_synthetic_merbench
 
 DIMS = (16, 24, 12)
+SENTENCE = "I am so happy to see you today, this is wonderful news."  # spoken in the extractor tests' clips
 
 
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """SENTENCE spoken by espeak-ng, 16 kHz mono float32."""
+    from armer.extractors.samples import synthesize_speech
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
+    return synthesize_speech(SENTENCE)
 
 
 def tiny_config(model: str = "attention_robust_v2", feat_type: str = "utt", **overrides) -> ModelConfig:

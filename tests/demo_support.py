@@ -1,5 +1,5 @@
 """Shared helpers for the demo tests: a tiny untrained checkpoint wired to the offline extractors
-(a random FER CNN stands in when checkpoints/fer_cnn is absent), and a running app."""
+(a random FER CNN stands in when extractors/weights/fer_cnn is absent), and a running app."""
 from __future__ import annotations
 
 import importlib.util

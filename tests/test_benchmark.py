@@ -291,7 +291,7 @@ def test_real_fer_cnn_backend(data_root, tmp_path):
     """The project's FER2013 CNN on the tiny root's faces (skipped until its weights are trained)."""
     weights = Path(__file__).resolve().parents[1] / "checkpoints" / "fer_cnn" / "model.safetensors"
     if not weights.is_file():
-        pytest.skip("checkpoints/fer_cnn not trained yet (scripts/train_fer_cnn.py)")
+        pytest.skip("extractors/weights/fer_cnn not trained yet (scripts/train_fer_cnn.py)")
     register_fakes()
     opts = BuildOptions(data_root=data_root, out=tmp_path / "out", cache_dir=tmp_path / "cache", k_train=1,
                         k_test=1, extractors={"audio": "fake-audio", "text": "fake-text", "video": "fer2013-cnn"})

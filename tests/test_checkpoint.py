@@ -1,15 +1,22 @@
-"""Checkpoints: safetensors + config.json round trip, validation, no pickle."""
+"""Checkpoints: safetensors + config.json round trip, validation, no pickle, version 2 files."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from armer.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, read_info, save_checkpoint
-from armer.config import MODALITIES
-from armer.model.robust import Ensemble, create_model
+from armer.checkpoint import (VERSION, CheckpointError, CheckpointInfo, convert_checkpoint, load_checkpoint, read_info,
+                              save_checkpoint)
+from armer.constants import MODALITIES
+from armer.model.modeling import Ensemble, create_model
 from conftest import DIMS, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_checkpoint(directory, members: int = 2):
@@ -29,14 +36,35 @@ def make_checkpoint(directory, members: int = 2):
     return ensemble
 
 
+def random_batch() -> dict[str, torch.Tensor]:
+    return {"audios": torch.randn(5, DIMS[0]), "texts": torch.randn(5, DIMS[1]), "videos": torch.zeros(5, DIMS[2])}
+
+
+def assert_same_outputs(a, b) -> None:
+    batch = random_batch()
+    with torch.no_grad():
+        before, after = a(batch), b(batch)
+    for name in ("logits", "weights", "sigma", "valence"):
+        assert torch.equal(getattr(before, name), getattr(after, name)), name
+
+
+def as_version_2(directory, grad_clip: float = 0.5) -> None:
+    """Rewrite a checkpoint as version 2 wrote it: the statistics as JSON lists in config.json,
+    grad_clip in the model config."""
+    raw = json.loads((directory / "config.json").read_text())
+    tensors = load_file(str(directory / "model.safetensors"))
+    raw["normalization"] = [{m: {k: tensors.pop(f"normalization.{e}.{m}.{k}").tolist() for k in ("mean", "std")}
+                             for m in MODALITIES} for e in range(raw["num_members"])]
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    del raw["normalized"]
+    raw["version"], raw["model"]["grad_clip"], raw["training"] = 2, grad_clip, {"train_config": {"epochs": 3}}
+    (directory / "config.json").write_text(json.dumps(raw))
+
+
 def test_round_trip_gives_identical_outputs(tmp_path):
     ensemble = make_checkpoint(tmp_path)
     loaded, info = load_checkpoint(tmp_path)
-    batch = {"audios": torch.randn(5, DIMS[0]), "texts": torch.randn(5, DIMS[1]), "videos": torch.zeros(5, DIMS[2])}
-    with torch.no_grad():
-        before, after = ensemble(batch), loaded(batch)
-    assert torch.equal(before.logits, after.logits) and torch.equal(before.weights, after.weights)
-    assert torch.equal(before.sigma, after.sigma) and torch.equal(before.valence, after.valence)
+    assert_same_outputs(ensemble, loaded)
     assert info.num_members == 2 and info.extractors["audio"] == "feat-audio" and not loaded.training
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
@@ -66,7 +94,6 @@ def test_weights_are_safetensors_not_pickle(tmp_path):
     (lambda c: c["model"].update(hidden_dim=-1), "invalid model config"),
     (lambda c: c.update(label_names=["a", "b"]), "must list output_dim1=6 classes"),
     (lambda c: c["features"]["text"].update(dim=99), r"features\['text'\]"),
-    (lambda c: c["normalization"][0]["audio"].update(std=[0.0] * DIMS[0]), "std must be positive"),
     (lambda c: c["model"].update(hidden_dim=32), "does not match config.json"),
 ])
 def test_bad_configs_are_rejected_with_the_problem_named(tmp_path, edit, message):
@@ -76,6 +103,76 @@ def test_bad_configs_are_rejected_with_the_problem_named(tmp_path, edit, message
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path)
+
+
+def test_statistics_are_tensors_in_the_weights_file_and_config_json_stays_small(tmp_path):
+    make_checkpoint(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert raw["version"] == VERSION and raw["normalized"] is True and "normalization" not in raw
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    assert tensors["normalization.1.text.std"].shape == (DIMS[1],)
+    assert read_info(tmp_path).normalization[1]["text"]["std"] == tensors["normalization.1.text.std"].tolist()
+
+
+@pytest.mark.parametrize("value,message", [
+    (0.0, "std must be positive"), (float("nan"), "must be finite"), (float("inf"), "must be finite"),
+])
+def test_a_bad_std_is_rejected(tmp_path, value, message):
+    make_checkpoint(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    tensors["normalization.1.video.std"][3] = value
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path)
+    as_version_2(tmp_path)  # the same in config.json
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path)
+
+
+def test_statistics_that_do_not_match_the_config_are_rejected(tmp_path):
+    make_checkpoint(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    del tensors["normalization.0.audio.mean"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing \['normalization.0.audio.mean'\]"):
+        load_checkpoint(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "normalized": False}))
+    with pytest.raises(CheckpointError, match="holds normalisation statistics"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_version_2_checkpoint_loads_and_converts_with_the_same_outputs(tmp_path):
+    ensemble = make_checkpoint(tmp_path)
+    as_version_2(tmp_path)
+    loaded, info = load_checkpoint(tmp_path)
+    assert_same_outputs(ensemble, loaded)
+    assert "grad_clip" not in info.model.to_dict() and info.training["train_config"] == {"epochs": 3, "grad_clip": 0.5}
+    result = subprocess.run([sys.executable, "-m", "armer.checkpoint", "convert", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and f"version 2 -> {VERSION}" in result.stdout, result.stderr
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert raw["version"] == VERSION and "normalization" not in raw and "grad_clip" not in raw["model"]
+    assert raw["training"]["train_config"]["grad_clip"] == 0.5
+    converted, _ = load_checkpoint(tmp_path)
+    assert_same_outputs(ensemble, converted)
+    assert convert_checkpoint(tmp_path) == VERSION  # converting again changes nothing
+    assert_same_outputs(ensemble, load_checkpoint(tmp_path)[0])
+
+
+def test_other_versions_are_refused_by_name(tmp_path):
+    make_checkpoint(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "version": 1}))
+    with pytest.raises(CheckpointError, match="unsupported checkpoint version 1"):
+        load_checkpoint(tmp_path)
+
+
+def test_the_demo_checkpoint_is_the_current_version_with_a_small_config():
+    config = ROOT / "checkpoints" / "config.json"
+    assert json.loads(config.read_text())["version"] == VERSION and config.stat().st_size < 10_000
+    info = read_info(ROOT / "checkpoints")
+    assert info.num_members == 5 and len(info.normalization[4]["audio"]["std"]) == info.model.audio_dim
 
 
 def test_missing_or_damaged_files_are_clear_errors(tmp_path):

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from armer.cli import SETTINGS_DOC, settings_from_args, settings_markdown
+from armer.config import ModelConfig, TrainConfig, flag_fields
 from armer.model.missing import DROP_PATTERNS, MISSING_RATES
 from armer.synthetic import write_synthetic_merbench
+from armer.train.cli import build_parser
 from conftest import DIMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +88,42 @@ def test_boolean_flags_can_be_switched_off():
     help_text = run("armer.train", "--help").stdout
     for flag in ("--use_vae", "--no-use_vae", "--use_proxy_attention", "--no-use_proxy_attention",
                  "--kl_weight", "--recon_weight", "--cross_kl_weight", "--fusion_temperature",
-                 "--num_attention_heads", "--modality_dropout", "--modality_dropout_warmup", "--hidden_dim", "--dropout"):
+                 "--num_attention_heads", "--modality_dropout", "--modality_dropout_warmup", "--hidden_dim", "--dropout",
+                 "--no-normalize", "--no-expert_fusion", "--test_every_epoch", "--grad_clip", "--l2", "--lr"):
         assert flag in help_text
+    assert "--no-test_every_epoch" not in help_text  # off by default: a plain switch
+
+
+REQUIRED = ["--features_root", "f", "--label_path", "l", "--save_root", "s"]
+
+
+def test_every_setting_is_a_flag_whose_default_is_the_dataclass_default():
+    args = build_parser().parse_args(REQUIRED)
+    assert settings_from_args(TrainConfig, args) == TrainConfig()
+    dims = dict(audio_dim=3, text_dim=4, video_dim=5, output_dim1=2)
+    assert settings_from_args(ModelConfig, args, **dims) == ModelConfig(**dims)
+    flags = {f.name for cls in (TrainConfig, ModelConfig) for f in flag_fields(cls)}
+    assert {"grad_clip", "model", "feat_type", "hidden_dim", "epochs", "fold_groups"} <= flags
+    assert not {"audio_dim", "output_dim1"} & flags  # set from the data
+
+
+def test_flags_set_the_dataclass_fields_with_their_types_and_choices():
+    args = build_parser().parse_args([*REQUIRED, "--grad_clip", "0.5", "--epochs", "7", "--no-use_vae",
+                                      "--test_every_epoch", "--fold_groups", "speaker", "--model", "attention_robust"])
+    train = settings_from_args(TrainConfig, args)
+    model = settings_from_args(ModelConfig, args, audio_dim=3, text_dim=4, video_dim=5)
+    assert (train.grad_clip, train.epochs, train.test_every_epoch, train.fold_groups) == (0.5, 7, True, "speaker")
+    assert (model.use_vae, model.model) == (False, "attention_robust") and isinstance(train.grad_clip, float)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*REQUIRED, "--fold_groups", "voice"])
+
+
+def test_the_settings_doc_lists_every_flag_and_is_up_to_date():
+    text = (ROOT / SETTINGS_DOC).read_text(encoding="utf-8")
+    assert text == settings_markdown(), "docs/settings.md is out of date: run python scripts/settings_doc.py"
+    for cls in (TrainConfig, ModelConfig):
+        for f in flag_fields(cls):
+            assert f"`--{f.name}" in text
 
 
 def test_degraded_views_are_trained_on_when_asked_and_scored_whenever_present(tmp_path):

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from armer.data import DataError, MER2023_LABELS, load_dataset, load_label_file, save_label_file
+from armer.constants import MER2023_LABELS
+from armer.data import DataError, load_dataset, load_label_file, save_label_file
 from conftest import DIMS, feature_names
 
 
@@ -17,7 +18,7 @@ def load(paths: dict, **kwargs):
 def test_loads_every_corpus_with_dims_labels_and_valence(tiny_tree):
     dataset = load(tiny_tree)
     assert set(dataset.corpora) == {"train", "test1", "test2"}
-    assert dataset.dims == DIMS and dataset.label_names == MER2023_LABELS and dataset.has_valence
+    assert dataset.dims == DIMS and dataset.label_names == list(MER2023_LABELS) and dataset.has_valence
     assert len(dataset.train) == 60 and dataset.train.features[1].shape == (60, DIMS[1])
 
 

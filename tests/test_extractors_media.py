@@ -19,11 +19,10 @@ from armer.extractors import (
     load_media,
 )
 from armer.extractors.media import SUPPORTED_EXTS
-from armer.extractors.samples import CODECS, face_image, synthesize_speech, write_clip
+from armer.extractors.samples import CODECS, face_image, write_clip
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng not installed (apt-get install -y espeak-ng)")
-SENTENCE = "I am so happy to see you today, this is wonderful news."
 FPS = 10
 
 
@@ -31,13 +30,6 @@ def moving_face(n: int) -> list[np.ndarray]:
     """``n`` frames of the astronaut photograph panning slowly to the right."""
     img = face_image()
     return [np.roll(img, 3 * i, axis=1) for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def speech() -> np.ndarray:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
-    return synthesize_speech(SENTENCE)
 
 
 @pytest.fixture(scope="module")

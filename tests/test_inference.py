@@ -9,7 +9,7 @@ import pytest
 import torch
 from demo_support import PHOTO, SILENT, SPEECH, TALK
 
-from armer.config import MODALITIES
+from armer.constants import FEATURE_KEYS, MODALITIES
 from armer.predict.predictor import Degrade, InferenceError, Predictor, clean_text
 
 predictor = demo_support.predictor  # fixture
@@ -31,14 +31,11 @@ def test_full_clip_gives_a_consistent_prediction(predictor):
 
 
 def test_result_equals_the_ensemble_on_directly_extracted_features(predictor):
-    from armer.extractors import crop_faces, load_media
+    from armer.extractors import Sources, featurize, load_media
 
     r = predictor.predict(video=TALK, transcript="What a lovely day.")
-    media = load_media(TALK)
-    ex = predictor.extractors
-    feats = [ex["audio"].extract(media.audio), ex["text"].extract("What a lovely day."),
-             ex["video"].extract(crop_faces(media.frames)[0])]
-    batch = {k: torch.from_numpy(v)[None] for k, v in zip(("audios", "texts", "videos"), feats)}
+    clip = featurize(Sources.from_media(load_media(TALK)), predictor.extractors, "What a lovely day.")
+    batch = {k: torch.from_numpy(clip.features[m])[None] for k, m in zip(FEATURE_KEYS, MODALITIES)}
     with torch.no_grad():
         out = predictor.ensemble(batch)
     np.testing.assert_allclose(list(r.probabilities.values()), out.logits.exp()[0].numpy(), atol=1e-5)

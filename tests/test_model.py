@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from armer.config import ModelConfig
+from armer.constants import FEATURE_KEYS
+from armer.model import batched
 from armer.model.missing import DROP_PATTERNS, sample_modality_dropout
-from armer.model.robust import AttentionRobust, AttentionRobustV2, create_model, list_models
+from armer.model.modeling import AttentionRobust, AttentionRobustV2, create_model, list_models
 from conftest import DIMS, tiny_config
 
 MODELS = ["attention_robust_v2", "attention_robust"]
@@ -51,7 +54,7 @@ def test_every_missing_pattern_gets_zero_weight_and_no_nan(name, pattern):
     keep = torch.tensor(DROP_PATTERNS[pattern])
     model = create_model(tiny_config(name, modality_dropout=0.0, modality_noise=0.0))
     batch = make_batch()
-    for i, key in enumerate(("audios", "texts", "videos")):
+    for i, key in enumerate(FEATURE_KEYS):
         batch[key] = batch[key] * keep[i]  # zero-filled, no mask: missing must be detected
     for mode in ("train", "eval"):
         model.train(mode == "train")
@@ -102,6 +105,23 @@ def test_batched_equals_single_in_eval(name):
     full = model(batch).logits
     single = torch.cat([model({k: v[i:i + 1] for k, v in batch.items()}).logits for i in range(6)])
     assert torch.allclose(full, single, atol=1e-5)
+
+
+def test_each_member_of_a_batched_layer_computes_its_torch_layer():
+    x = torch.randn(3, 4, 5, 8)  # (E, B, T, D); T doubles as the modality dim M = 5
+    linear, per_modality, norm, lstm = (batched.Linear(3, 8, 6), batched.ModalityLinear(3, 5, 8, 6),
+                                        batched.LayerNorm(3, 8), batched.LSTM(3, 8, 6))
+    torch.nn.init.normal_(norm.weight)  # a different affine per member, not the identity
+    for e in range(3):
+        assert torch.allclose(linear(x)[e], F.linear(x[e], linear.weight[e].T, linear.bias[e, 0]), atol=1e-6)
+        for m in range(5):
+            expected = F.linear(x[e, :, m], per_modality.weight[e, m].T, per_modality.bias[e, m, 0])
+            assert torch.allclose(per_modality(x)[e, :, m], expected, atol=1e-6)
+        expected = F.layer_norm(x[e, :, 0], (8,), norm.weight[e, 0], norm.bias[e, 0])
+        assert torch.allclose(norm(x[:, :, 0])[e], expected, atol=1e-6)  # (E, B, H)
+        reference = torch.nn.LSTM(8, 6, batch_first=True)  # the same parameter names: checkpoints load
+        reference.load_state_dict({name: p[e] for name, p in lstm.named_parameters()})
+        assert torch.allclose(lstm(x)[e], reference(x[e])[0], atol=1e-6)
 
 
 def test_modality_dropout_ramps_up_over_the_warmup_and_never_drops_everything():

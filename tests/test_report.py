@@ -1,4 +1,4 @@
-"""armer.report: the ablation table reads each run's summary.json, validation columns first."""
+"""armer.evaluate.report: the ablation table reads each run's summary.json, validation columns first."""
 from __future__ import annotations
 
 import json

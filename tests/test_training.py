@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from armer.config import MODALITIES
-from armer.evaluate.conditions import predict
+from armer.config import TrainConfig
+from armer.constants import FEATURE_KEYS, MODALITIES
+from armer.evaluate.conditions import predict, to_batch
 from armer.evaluate.metrics import emoval
 from armer.model.missing import MISSING_RATES
-from armer.model.robust import create_model
+from armer.model.modeling import create_model
 from armer.train.folds import fold_indices
-from armer.train.loop import (TrainConfig, member_predictions, padded_index, to_batch, train_folds,
-                            weight_spread, with_degraded_views)
+from armer.train.loop import padded_index, train_folds, weight_spread, with_degraded_views
 from conftest import tiny_config
 
 
@@ -32,10 +32,14 @@ def corrupt(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return features.mean(axis=0) + noise * features.std(axis=0)
 
 
+def predict_numpy(ensemble, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in predict(ensemble, batch).items()}
+
+
 def test_v2_learns_the_planted_signal_and_trusts_the_informative_modality(trained):
     dataset, result = trained
     test = dataset.tests["test1"]
-    out = predict(result.ensemble, test.features, test.present)
+    out = predict_numpy(result.ensemble, to_batch(test))
     accuracy = (out["probs"].argmax(-1) == test.emotions).mean()
     assert accuracy > 0.95
     weights = out["weights"].mean(axis=0)
@@ -49,9 +53,8 @@ def test_v2_learns_the_planted_signal_and_trusts_the_informative_modality(traine
 def test_corrupting_the_informative_modality_raises_its_sigma_and_lowers_its_weight(trained):
     dataset, result = trained
     test = dataset.tests["test1"]
-    clean = predict(result.ensemble, test.features, test.present)
-    corrupted_features = [corrupt(test.features[0]), *test.features[1:]]
-    corrupted = predict(result.ensemble, corrupted_features, test.present)
+    clean = predict_numpy(result.ensemble, to_batch(test))
+    corrupted = predict_numpy(result.ensemble, dict(to_batch(test), audios=torch.from_numpy(corrupt(test.features[0]))))
     assert corrupted["sigma"][:, 0].mean() > clean["sigma"][:, 0].mean()
     assert corrupted["weights"][:, 0].mean() < clean["weights"][:, 0].mean()
     assert corrupted["weights"][:, 1].mean() > clean["weights"][:, 1].mean()  # trust moves to text
@@ -85,7 +88,7 @@ def test_weight_spread_tells_sample_dependent_weights_from_constant_ones(trained
     assert result.validation["weight_spread"]["audio"] > 0.01  # sigma follows each sample's evidence
     equal = create_model(tiny_config(hidden_dim=32, use_vae=False)).eval()  # equal weights, whatever the input
     sets, data = fold_indices(len(dataset.train), 2, seed=0)[:1], to_batch(dataset.train)
-    weights = member_predictions(equal, data, padded_index(sets))["weights"]
+    weights = predict(equal, data, padded_index(sets))["weights"]
     assert max(weight_spread(weights, data["present"], sets).values()) < 1e-6
 
 
@@ -110,7 +113,7 @@ def test_the_ensemble_averages_the_fold_models(trained):
 def test_members_of_one_network_train_exactly_as_separate_models():
     """The batched fold ensemble: member e's update depends only on member e's batch."""
     from armer.model import losses
-    from armer.model.robust import create_model
+    from armer.model.modeling import create_model
     from conftest import DIMS
 
     config = tiny_config(dropout=0.0, modality_dropout=0.0, modality_noise=0.0, use_vae=False, recon_dims=0)
@@ -166,7 +169,7 @@ def test_degraded_views_are_swapped_in_only_where_asked_and_available(planted_tr
     swap = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
     out = with_degraded_views(batch, swap)
     assert not any(k.startswith("degraded_") for k in out)
-    for i, key in enumerate(("audios", "texts", "videos")):
+    for i, key in enumerate(FEATURE_KEYS):
         expected = torch.where(swap[:, i:i + 1] & batch["degraded_present"][:, i:i + 1], -batch[key], batch[key])
         assert torch.equal(out[key], expected)
     assert torch.equal(out["audios"][1], batch["audios"][1])  # sample 1 has no audio view

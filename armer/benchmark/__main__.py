@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the pairing and the degradations")
     b.add_argument("--k_train", type=int, default=8, help="pairs per training clip")
     b.add_argument("--k_test", type=int, default=4, help="pairs per test clip")
-    b.add_argument("--audio_extractor", default=None, help="audio backend (default: extractors.DEFAULT_EXTRACTORS)")
+    b.add_argument("--audio_extractor", default=None, help="audio backend (default: armer.extractors.DEFAULT_EXTRACTORS)")
     b.add_argument("--text_extractor", default=None, help="text backend")
     b.add_argument("--video_extractor", default=None, help="video backend")
     b.add_argument("--cache_dir", default=None, help=f"feature cache (default: {default_cache_dir()})")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "split when it extracts the video (it has seen the others), else all; heldout; all")
     b.add_argument("--extractor_module", action="append", default=[],
                    help="import this module first (one that registers extra backends with "
-                        "extractors.register_extractor); may be repeated")
+                        "armer.extractors.register_extractor); may be repeated")
     return parser
 
 

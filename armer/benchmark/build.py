@@ -57,11 +57,11 @@ from armer.benchmark.sources import (
     read_meld,
     speakers,
 )
+from armer.constants import UNLABELLED_VALENCE
 from armer.data import DEGRADED_SUFFIX, save_label_file, views_folder
 
 log = logging.getLogger(__name__)
 
-UNLABELLED_VALENCE = -10.0
 NOISE_CORPORA = {  # corpus -> the modalities degraded in it
     "test2": ("audio", "text", "video"),
     "test3": ("audio",),
@@ -358,7 +358,7 @@ def training_view_degradation(options: BuildOptions) -> Degradation:
 def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], degradation: Degradation, seed: int
                    ) -> dict[str, dict[str, Any]]:
     """Degraded copies of the pairs' inputs, one per source item: modality -> key -> (input, what was done)."""
-    from armer.extractors.degrade import add_noise, blur_frames, drop_words
+    from armer.extractors.degrade import Degrade
 
     low, high = degradation.snr_db
     tag = degradation.tag
@@ -367,16 +367,15 @@ def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], degradatio
         a_key, v_key, t_key = p.clip.stem, str(p.fer_index), p.utterance.key
         if a_key not in out["audio"]:
             rng = np.random.default_rng(item_seed(seed, f"{tag}audio:{a_key}"))
-            snr = float(rng.uniform(low, high))
-            out["audio"][a_key] = (add_noise(raw["audio"][a_key], snr, item_seed(seed, f"{tag}noise:{a_key}")),
-                                   {"snr_db": round(snr, 2)})
+            noise = Degrade(snr_db=float(rng.uniform(low, high)), seed=item_seed(seed, f"{tag}noise:{a_key}"))
+            out["audio"][a_key] = (noise.apply_audio(raw["audio"][a_key]), {"snr_db": round(noise.snr_db, 2)})
         if v_key not in out["video"]:
             rng = np.random.default_rng(item_seed(seed, f"{tag}video:{v_key}"))
-            factor = int(rng.choice(degradation.blur_factors))
-            out["video"][v_key] = (blur_frames(raw["video"][v_key], factor), {"blur": factor})
+            blur = Degrade(blur=int(rng.choice(degradation.blur_factors)))
+            out["video"][v_key] = (blur.apply_frames(raw["video"][v_key]), {"blur": blur.blur})
         if t_key not in out["text"]:
             rate = degradation.draw_rate(np.random.default_rng(item_seed(seed, f"{tag}text-rate:{t_key}")))
-            text = drop_words(raw["text"][t_key], rate, item_seed(seed, f"{tag}text:{t_key}"))
+            text = Degrade(word_drop=rate, seed=item_seed(seed, f"{tag}text:{t_key}")).apply_text(raw["text"][t_key])
             out["text"][t_key] = (text, {"text": text} if not tag else {"word_drop": round(rate, 3), "text": text})
     return out
 

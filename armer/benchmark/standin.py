@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from armer.extractors.base import Extractor
-from armer.extractors.registry import _REGISTRY, register_extractor
+from armer.extractors.registry import register_extractor
 
 
 class FaceHOGExtractor(Extractor):
@@ -38,6 +38,6 @@ class FaceHOGExtractor(Extractor):
         return np.mean(feats, axis=0)
 
 
-if FaceHOGExtractor.name not in _REGISTRY:
-    register_extractor(FaceHOGExtractor.name, modality="video", dim=900, offline=True,
-                       description="stand-in: HOG of the 48x48 grayscale face (no weights)")(FaceHOGExtractor)
+# replace=True: running this module a second time (a reload, an import under another name) is harmless
+register_extractor(FaceHOGExtractor.name, modality="video", dim=900, offline=True, replace=True,
+                   description="stand-in: HOG of the 48x48 grayscale face (no weights)")(FaceHOGExtractor)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from armer.checkpoint import CheckpointError, load_checkpoint
-from armer.config import MODALITIES
+from armer.constants import MODALITIES
 from armer.data import DataError, load_dataset
 from armer.evaluate.conditions import NOISE_LEVELS, evaluate_corpus, markdown_table
 

@@ -1,45 +1,71 @@
 """Evaluation under missing and degraded modalities (design.md, "Evaluation under missing ...").
 
-Conditions: `full`; the six fixed drop patterns; the missing-rate sweep r = 0.1 .. 0.7 (seeded,
-all-missing draws redrawn) and its mean; optionally Gaussian feature noise on each modality.
-Every condition reports WAF, accuracy, valence MSE (when trained) and the mean fusion weight and
-sigma of each modality over the samples where it is present.
+Conditions (`score_conditions`, also what training scores its kept models under on their
+validation folds): `full`; the six fixed drop patterns; the missing-rate sweep r = 0.1 .. 0.7
+(seeded, all-missing draws redrawn) and its mean. `evaluate_corpus` adds, optionally, Gaussian
+feature noise on each modality. Every condition of a corpus reports WAF, accuracy, valence MSE
+(when trained) and the mean fusion weight and sigma of each modality over the samples where it is
+present.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from armer.config import MODALITIES
+from armer.constants import EVAL_BATCH, FEATURE_KEYS, MODALITIES
 from armer.data import Corpus
 from armer.evaluate.metrics import score
+from armer.model import Ensemble, RobustBase
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks
-from armer.model.robust import Ensemble
 
-EVAL_BATCH = 512
 NOISE_LEVELS = (0.5, 1.0, 2.0)
 
 
+def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
+    """The corpus as tensors sharing the arrays' memory (no copy); its degraded views, if loaded,
+    as `degraded_<key>` and `degraded_present`."""
+    batch = {
+        **{key: torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.features)},
+        "present": torch.from_numpy(corpus.present),
+        "emos": torch.from_numpy(corpus.emotions),
+        "vals": torch.from_numpy(corpus.valences),
+        "val_labelled": torch.from_numpy(corpus.valence_labelled),
+    }
+    if corpus.degraded is not None:
+        batch.update({f"degraded_{key}": torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.degraded)})
+        batch["degraded_present"] = torch.from_numpy(corpus.degraded_present)
+    return batch
+
+
+def gather(data: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows `index` of every tensor: (N,) -> (N, ...), (E, B) -> (E, B, ...) (index_select: several
+    times faster than [] here)."""
+    flat = index.reshape(-1)
+    return {k: torch.index_select(v, 0, flat).view(*index.shape, *v.shape[1:]) for k, v in data.items()}
+
+
 @torch.no_grad()
-def predict(model: Ensemble, features: list[np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
-    """Probabilities, valence, fusion weights and sigma for samples with the given presence mask."""
-    parts: dict[str, list[np.ndarray]] = {"probs": [], "valence": [], "weights": [], "sigma": []}
-    for start in range(0, len(present), EVAL_BATCH):
-        window = slice(start, start + EVAL_BATCH)
-        mask = torch.from_numpy(present[window])
-        batch = {
-            key: torch.from_numpy(f[window]) * mask[:, i].reshape((-1,) + (1,) * (f.ndim - 1))
-            for i, (key, f) in enumerate(zip(("audios", "texts", "videos"), features))
-        }
-        batch["present"] = mask
-        out = model(batch)
-        parts["probs"].append(torch.softmax(out.logits, dim=-1).numpy())
-        parts["valence"].append(out.valence[:, 0].numpy())
-        parts["weights"].append(out.weights.numpy())
-        parts["sigma"].append(out.sigma.numpy() if out.sigma is not None else np.full(mask.shape, np.nan, np.float32))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+def predict(model: Ensemble | RobustBase, data: dict[str, torch.Tensor], index: torch.Tensor | None = None,
+            check_inputs: bool = True) -> dict[str, torch.Tensor]:
+    """Probabilities, valence, fusion weights and sigma (NaN for a model without one) of the samples
+    `index` of `data` (default: all), EVAL_BATCH samples per forward pass.
+
+    `index` (N,): the samples shared by every member; outputs (N, ...), for an `Ensemble` its
+    members' average. `index` (E, N) for a network of E members: member e on the samples
+    `index[e]`; outputs (E, N, ...).
+    """
+    index = torch.arange(len(data["present"])) if index is None else index
+    parts: dict[str, list[torch.Tensor]] = {"probs": [], "valence": [], "weights": [], "sigma": []}
+    for start in range(0, index.shape[-1], EVAL_BATCH):
+        out = model(gather(data, index[..., start:start + EVAL_BATCH]), check_inputs=check_inputs)
+        parts["probs"].append(torch.softmax(out.logits, dim=-1))
+        parts["valence"].append(out.valence[..., 0])
+        parts["weights"].append(out.weights)
+        parts["sigma"].append(torch.full_like(out.weights, float("nan")) if out.sigma is None else out.sigma)
+    return {k: torch.cat(v, dim=-1 if k == "valence" else -2) for k, v in parts.items()}
 
 
 def modality_means(values: np.ndarray, present: np.ndarray) -> dict[str, float | None]:
@@ -49,13 +75,13 @@ def modality_means(values: np.ndarray, present: np.ndarray) -> dict[str, float |
     }
 
 
-def evaluate_mask(model: Ensemble, corpus: Corpus, mask: np.ndarray, has_valence: bool,
-                  features: list[np.ndarray] | None = None) -> dict[str, Any]:
-    """Score one condition; samples left with no modality are not scored (their count is reported)."""
+def evaluate_mask(model: Ensemble, data: dict[str, torch.Tensor], mask: np.ndarray, has_valence: bool) -> dict[str, Any]:
+    """Score one condition of `data` (a `to_batch`); samples left with no modality are not scored
+    (their count is reported)."""
     usable = mask.any(axis=1)
-    feats = [f[usable] for f in (features or corpus.features)]
-    out = predict(model, feats, mask[usable])
-    result = score(out["probs"], out["valence"], corpus.emotions[usable], corpus.valences[usable], has_valence)
+    out = {k: v.numpy() for k, v in predict(model, dict(data, present=torch.from_numpy(mask)),
+                                             torch.from_numpy(np.flatnonzero(usable))).items()}
+    result = score(out["probs"], out["valence"], data["emos"].numpy()[usable], data["vals"].numpy()[usable], has_valence)
     result["n"] = int(usable.sum())
     result["n_unscorable"] = int((~usable).sum())
     result["weights"] = modality_means(out["weights"], mask[usable])
@@ -66,6 +92,17 @@ def evaluate_mask(model: Ensemble, corpus: Corpus, mask: np.ndarray, has_valence
 def mean_of(results: list[dict[str, Any]]) -> dict[str, float]:
     keys = [k for k in ("waf", "acc", "val_mse") if all(k in r for r in results)]
     return {k: float(np.mean([r[k] for r in results])) for k in keys}
+
+
+def score_conditions(score_mask: Callable[[np.ndarray], dict[str, Any]], present: np.ndarray, seed: int) -> dict[str, Any]:
+    """`score_mask` of each condition's presence mask (N, 3): `full` (`present`), the six drop
+    patterns, and under `missing_rate` the sweep's rates (masks seeded by `seed`) and their `mean`."""
+    results = {"full": score_mask(present)}
+    results.update({name: score_mask(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()})
+    sweep = {rate: score_mask(mask) for rate, mask in sweep_masks(present, seed).items()}
+    sweep["mean"] = mean_of(list(sweep.values()))
+    results["missing_rate"] = sweep
+    return results
 
 
 def add_feature_noise(features: np.ndarray, present: np.ndarray, level: float, seed: int) -> np.ndarray:
@@ -81,20 +118,15 @@ def evaluate_corpus(
     model: Ensemble, corpus: Corpus, has_valence: bool, seed: int = 0, noise_levels: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """All conditions for one corpus."""
-    present = corpus.present
-    results: dict[str, Any] = {"full": evaluate_mask(model, corpus, present, has_valence)}
-    for name, keep in DROP_PATTERNS.items():
-        results[name] = evaluate_mask(model, corpus, pattern_mask(present, keep), has_valence)
-    sweep = {rate: evaluate_mask(model, corpus, mask, has_valence) for rate, mask in sweep_masks(present, seed).items()}
-    sweep["mean"] = mean_of(list(sweep.values()))
-    results["missing_rate"] = sweep
+    data, present = to_batch(corpus), corpus.present
+    results = score_conditions(lambda mask: evaluate_mask(model, data, mask, has_valence), present, seed)
     if noise_levels:
         noise = {}
         for level in noise_levels:
-            for i, modality in enumerate(MODALITIES):
-                features = list(corpus.features)
-                features[i] = add_feature_noise(features[i], present[:, i], level, seed + i)
-                noise[f"{modality}@{level:g}"] = evaluate_mask(model, corpus, present, has_valence, features)
+            for i, (modality, key) in enumerate(zip(MODALITIES, FEATURE_KEYS)):
+                noisy = add_feature_noise(corpus.features[i], present[:, i], level, seed + i)
+                noise[f"{modality}@{level:g}"] = evaluate_mask(model, dict(data, **{key: torch.from_numpy(noisy)}),
+                                                               present, has_valence)
         results["noise"] = noise
     return results
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from armer.data import UNLABELLED_VALENCE
+from armer.constants import UNLABELLED_VALENCE
 
 
 def score(

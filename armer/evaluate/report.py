@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from armer.config import MODALITIES
+from armer.constants import MODALITIES
 from armer.model.missing import DROP_PATTERNS
 
 

@@ -20,10 +20,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from armer.config import ModelConfig
-from armer.model.robust import ModelOutput, RobustBase, create_model
+from armer.config import ModelConfig, TrainConfig
+from armer.constants import MODEL_CLASSES
+from armer.model.modeling import ModelOutput, RobustBase, create_model
 
 _DEFAULTS = ModelConfig()
+_TRAIN_DEFAULTS = TrainConfig()
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -71,17 +73,23 @@ def config_from_args(args: Any, model: str) -> ModelConfig:
 
 
 class MERBenchModel(nn.Module):
-    """MERBench-facing wrapper around one `armer.model` network (`self.core`)."""
+    """MERBench-facing wrapper around one `armer.model` network (`self.core`); one subclass per
+    model, named as the model's class (`armer.constants.MODEL_CLASSES`)."""
 
-    model_name = ""  # set by the subclasses: the registry name in armer.model and in MERBench
+    model_name = ""  # the subclass's registry name in armer.model and in MERBench
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.model_name = next(name for name, class_name in MODEL_CLASSES.items() if class_name == cls.__name__)
 
     def __init__(self, args: Any):
         super().__init__()
         self.config = config_from_args(args, self.model_name)
         self.core: RobustBase = create_model(self.config)
-        # MERBench's training loop reads `model.model.grad_clip`; -1 disables clipping there.
+        # MERBench's training loop reads `model.model.grad_clip` (a training setting, so no ModelConfig
+        # field); -1 disables clipping there.
         grad_clip = getattr(args, "grad_clip", None)
-        self.grad_clip = -1.0 if grad_clip is None else float(grad_clip)
+        self.grad_clip = _TRAIN_DEFAULTS.grad_clip if grad_clip is None else float(grad_clip)
         requested_classes = getattr(args, "output_dim1", None)
         self.num_emotions = self.config.output_dim1 if requested_classes is None else int(requested_classes)
 
@@ -110,16 +118,9 @@ class AttentionRobustV2(MERBenchModel):
     """MERBench model `attention_robust_v2`: variational encoders, uncertainty-weighted fusion,
     proxy cross-modal attention (see `armer.model.AttentionRobustV2`)."""
 
-    model_name = "attention_robust_v2"
-
 
 class AttentionRobust(MERBenchModel):
     """MERBench model `attention_robust`: the V1 baseline (see `armer.model.AttentionRobust`)."""
 
-    model_name = "attention_robust"
 
-
-MERBENCH_MODELS: dict[str, type[MERBenchModel]] = {
-    AttentionRobustV2.model_name: AttentionRobustV2,
-    AttentionRobust.model_name: AttentionRobust,
-}
+MERBENCH_MODELS: dict[str, type[MERBenchModel]] = {cls.model_name: cls for cls in MERBenchModel.__subclasses__()}

@@ -1,8 +1,8 @@
 """Loss terms. Every KL is averaged over latent dimensions (not summed) so that the seed's
 weights (0.01 / 0.1 / 0.01) keep each term well below the classification loss.
 
-Tensors carry a leading member dim E (`armer.model`: one network holds E independent members,
-e.g. one per cross-validation fold). Each term is a member's own mean over its samples, summed
+Tensors carry a leading ensemble dim E (`armer.model.batched`: one network holds E independent
+members, one per cross-validation fold). Each term is a member's own mean over its samples, summed
 over the members, so every member gets exactly the gradient it would get trained alone.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from armer.config import MODALITIES
+from armer.constants import MODALITIES
 
 # The six ways to drop one or two of three modalities, as keep masks (audio, text, video).
 DROP_PATTERNS: dict[str, tuple[bool, bool, bool]] = {

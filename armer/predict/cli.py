@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from armer.config import MODALITIES
+from armer.constants import MODALITIES
 from armer.predict.predictor import DEFAULT_CHECKPOINT, Degrade, InferenceError, Predictor
 
 

@@ -1,16 +1,18 @@
 """Inference on clips: a checkpoint and its feature extractors, loaded once, behind one call.
 
-    >>> from armer.predict.predictor import Predictor, Degrade
+    >>> from armer.predict import Predictor, Degrade
     >>> predictor = Predictor.from_checkpoint("checkpoints/")
     >>> result = predictor.predict(video="clip.mp4")
     >>> result.top, result.weights["audio"]
     >>> predictor.predict(video="clip.mp4", use={"audio": False}).weights  # fusion only, features cached
     >>> predictor.predict(video="clip.mp4", degrade=Degrade(snr_db=5)).weights  # only audio re-extracted
 
-Work is cached by content: decoding by the file's bytes, each modality's feature by its input
-(waveform, text, face crops) and its degrade setting. Toggling a modality only re-runs the fusion
-(a few milliseconds); changing one degrade control re-extracts that modality only. The app
-(`app.py`) and the CLI (`python -m armer.predict`) are thin wrappers around `Predictor.predict`.
+The predictor decodes the files (cached by content), hands them to the one clip-to-features path
+(``armer.extractors.featurize``) with its caches, and fuses the features with the ensemble. Each
+modality's feature is cached by its input (waveform, text, face crops) and its degrade setting, so
+toggling a modality only re-runs the fusion (a few milliseconds) and changing one degrade control
+re-extracts that modality only. The app (``app.py``) and the CLI (``python -m armer.predict``) are
+thin wrappers around ``Predictor.predict``.
 """
 from __future__ import annotations
 
@@ -18,9 +20,7 @@ import hashlib
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,36 +29,20 @@ import numpy as np
 import torch
 
 from armer.checkpoint import CheckpointInfo, load_checkpoint
-from armer.config import MODALITIES
+from armer.constants import FEATURE_KEYS, MODALITIES
+from armer.extractors.degrade import Degrade, InputError
+from armer.extractors.featurize import LRUCache, Sources, Steps, clean_text, featurize
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints"
-MAX_TRANSCRIPT_WORDS = 1000  # longer transcripts are cut (MiniLM reads 256 tokens anyway)
 MAX_SECONDS = 60.0  # longer clips are truncated by the decoder, with a notice
-DEGRADE_SEED = 0  # noise and word drop-out are seeded: the same setting gives the same result
+# step -> (fraction, description) for progress bars; the video steps run in a worker thread, unannounced
+PROGRESS = {"audio features": (0.15, "audio features"), "transcribe": (0.35, "transcribing the speech"),
+            "text features": (0.55, "text features")}
 
 ProgressFn = Callable[[float, str], None]
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="armer-video")
+InferenceError = InputError  # input the model cannot use; the message says why
 
-
-class InferenceError(ValueError):
-    """Input the model cannot use (no modality left, unreadable file, bad setting); the message says why."""
-
-
-@dataclass(frozen=True)
-class Degrade:
-    """Input corruptions, one per modality (the demo's degrade controls)."""
-
-    snr_db: float | None = None  # audio: white noise at this SNR in dB; None = clean
-    blur: int = 1  # video: down/up-sampling factor of the face crops; 1 = sharp
-    word_drop: float = 0.0  # text: probability of dropping each word
-
-    def __post_init__(self) -> None:
-        if self.snr_db is not None and not np.isfinite(self.snr_db):
-            raise InferenceError(f"snr_db must be a finite number of dB or None, got {self.snr_db!r}")
-        if int(self.blur) != self.blur or not 1 <= self.blur <= 32:
-            raise InferenceError(f"blur must be an integer factor from 1 (sharp) to 32, got {self.blur!r}")
-        if not 0.0 <= self.word_drop <= 1.0:
-            raise InferenceError(f"word_drop must be in [0, 1], got {self.word_drop!r}")
+__all__ = ["DEFAULT_CHECKPOINT", "Degrade", "InferenceError", "Prediction", "Predictor", "clean_text"]
 
 
 @dataclass
@@ -83,73 +67,13 @@ class Prediction:
         return asdict(self)
 
 
-class _LRU:
-    """A small thread-safe least-recently-used cache."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def _digest(*parts: bytes | str) -> str:
-    h = hashlib.sha1()
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogatepass") if isinstance(p, str) else p)
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def clean_text(text: str | bytes | None) -> tuple[str | None, list[str]]:
-    """A usable transcript: bytes decoded (invalid UTF-8 replaced), lone surrogates and control
-    characters removed, at most MAX_TRANSCRIPT_WORDS words. Blank -> None."""
-    notices = []
-    if text is None:
-        return None, notices
-    if isinstance(text, bytes):
-        decoded = text.decode("utf-8", errors="replace")
-        if "\ufffd" in decoded:
-            notices.append("the transcript is not valid UTF-8: undecodable bytes were replaced")
-        text = decoded
-    if not isinstance(text, str):
-        raise InferenceError(f"transcript must be text, got {type(text).__name__}")
-    fixed = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates -> '?'
-    if fixed != text:
-        notices.append("the transcript held invalid characters (lone surrogates): they were replaced")
-    fixed = "".join(c if c.isprintable() or c in "\n\t" else " " for c in fixed)
-    words = fixed.split()
-    if not words:
-        return None, notices
-    if len(words) > MAX_TRANSCRIPT_WORDS:
-        notices.append(f"the transcript has {len(words)} words: only the first {MAX_TRANSCRIPT_WORDS} are used")
-        words = words[:MAX_TRANSCRIPT_WORDS]
-    return " ".join(words), notices
-
-
 class Predictor:
     """A checkpoint and the extractors its config names, loaded once per process.
 
     Args:
         ensemble, info: from ``armer.checkpoint.load_checkpoint``.
         extractors: modality -> backend name or ``extractors.Extractor`` instance; defaults to the
-            checkpoint's ``info.extractors``, else ``extractors.DEFAULT_EXTRACTORS``.
+            checkpoint's ``info.extractors``, else ``armer.extractors.DEFAULT_EXTRACTORS``.
         source: where the checkpoint came from (shown by the app).
     """
 
@@ -173,11 +97,13 @@ class Predictor:
                 raise InferenceError(f"extractor {ext.name!r} gives {ext.dim}-d {m} features but the checkpoint "
                                      f"expects {dim}-d ({info.features[m]['name']})")
             self.extractors[m] = ext
-        self._media = _LRU(8)  # file digest -> Media
-        self._file_digests = _LRU(64)  # (path, size, mtime) -> digest
-        self._features = _LRU(512)  # (modality, input digest, setting) -> (D,) float32
-        self._derived = _LRU(64)  # transcripts and face crops, by input digest
-        self._locks = {k: threading.Lock() for k in ("decode", "audio", "text", "video", "fuse")}
+        self._media = LRUCache(8)  # file digest -> Media
+        self._file_digests = LRUCache(64)  # (path, size, mtime) -> digest
+        features = LRUCache(512)  # (modality, input digest, setting) -> (D,) float32
+        derived = LRUCache(64)  # transcripts and face crops, by input digest
+        self._caches = {"audio": features, "text": features, "video": features, "transcript": derived,
+                        "faces": derived}
+        self._locks = {k: threading.Lock() for k in ("decode", "audio", "text", "video")}
 
     @classmethod
     def from_checkpoint(cls, directory: str | os.PathLike = DEFAULT_CHECKPOINT,
@@ -224,42 +150,29 @@ class Predictor:
             self._file_digests.put(key, digest)
         return digest
 
-    def _load(self, path: str | os.PathLike, timings: dict, cached: list) -> tuple[str, Any]:
+    def _load(self, path: str | os.PathLike, steps: Steps) -> tuple[str, str, Any]:
+        """(file name, content digest, decoded Media) of one input file, decoded once per content."""
         from armer.extractors import MediaError, load_media
 
         digest = self._file_digest(path)
-        media = self._media.get(digest)
-        if media is None:
-            with self._locks["decode"]:
-                media = self._media.get(digest)
-                if media is None:
-                    t = time.perf_counter()
-                    try:
-                        media = load_media(path, max_seconds=MAX_SECONDS)
-                    except MediaError as err:
-                        raise InferenceError(str(err)) from err
-                    timings[f"decode {Path(path).name}"] = time.perf_counter() - t
-                    self._media.put(digest, media)
-                    return digest, media
-        cached.append(f"decode {Path(path).name}")
-        return digest, media
+        name = Path(path).name
 
-    def _cached_step(self, cache: _LRU, key: tuple, lock: str, step: str, compute: Callable[[], Any],
-                     timings: dict, cached: list) -> Any:
-        value = cache.get(key)
-        if value is not None:
-            cached.append(step)
-            return value
-        with self._locks[lock]:  # one extraction per modality at a time: no duplicate work, no oversubscription
-            value = cache.get(key)
-            if value is not None:
-                cached.append(step)
-                return value
-            t = time.perf_counter()
-            value = compute()
-            timings[step] = time.perf_counter() - t
-            cache.put(key, value)
-            return value
+        def decode() -> Any:
+            try:
+                return load_media(path, max_seconds=MAX_SECONDS)
+            except MediaError as err:
+                raise InferenceError(str(err)) from err
+
+        with self._locks["decode"]:
+            media = self._media.get(digest)
+            if media is None:
+                start = time.perf_counter()
+                media = decode()
+                steps.timings[f"decode {name}"] = time.perf_counter() - start
+                self._media.put(digest, media)
+            else:
+                steps.cached.append(f"decode {name}")
+        return name, digest, media
 
     # --- the call ---------------------------------------------------------------------------
 
@@ -281,149 +194,50 @@ class Predictor:
         Raises:
             InferenceError: unreadable media, a bad setting, or no modality left to fuse.
         """
-        from armer.extractors import add_noise, blur_frames, crop_faces, drop_words
-
-        degrade = degrade or Degrade()
         unknown = set(use or {}) - set(MODALITIES)
         if unknown:
             raise InferenceError(f"use must be keyed by {MODALITIES}, got {sorted(unknown)}")
         use = {m: bool((use or {}).get(m, True)) for m in MODALITIES}
         report = progress or (lambda fraction, desc: None)
         t_start = time.perf_counter()
-        timings: dict[str, float] = {}
-        cached: list[str] = []
-        notices: list[str] = []
-
-        text, text_notices = clean_text(transcript)
-        notices += text_notices
-        if video is None and audio is None and image is None and text is None:
+        if video is None and audio is None and image is None and clean_text(transcript)[0] is None:
             raise InferenceError("no input: upload a video, an audio file or an image, or type a transcript")
 
         report(0.05, "decoding")
-        wav = wav_key = None
-        frames: list = []
-        frames_key = None
-        if video is not None:
-            digest, media = self._load(video, timings, cached)
-            notices += media.notices
-            if media.kind != "video":
-                notices.append(f"{Path(video).name} is an {media.kind} file, not a video: it is used as "
-                               f"{'one frame without audio' if media.kind == 'image' else 'audio without frames'}")
-            wav, wav_key = media.audio, digest
-            frames, frames_key = media.frames, digest
-        if audio is not None:
-            digest, media = self._load(audio, timings, cached)
-            notices += [n for n in media.notices if "video" not in n]
-            if media.audio is None:
-                raise InferenceError(f"{Path(audio).name}: has no audio")
-            wav, wav_key = media.audio, digest
-        if image is not None:
-            digest, media = self._load(image, timings, cached)
-            if not media.frames:
-                raise InferenceError(f"{Path(image).name}: no image could be decoded")
-            notices += [n for n in media.notices if "audio" not in n]
-            frames, frames_key = media.frames, digest
-        if wav is None and (video is not None or audio is not None):
-            notices.append("no audio in the input: the audio modality is missing")
-        if not frames and (video is not None or image is not None):
-            notices.append("no frames in the input: the video modality is missing")
+        steps = Steps(self._caches, self._locks, on_start=lambda step: step in PROGRESS and report(*PROGRESS[step]))
+        files = {kind: self._load(path, steps) for kind, path in
+                 (("video", video), ("audio", audio), ("image", image)) if path is not None}
+        sources = Sources.combine(**files)
+        clip = featurize(sources, self.extractors, transcript, use, degrade, transcriber=self.extractors["audio"],
+                         steps=steps)
 
-        feats: dict[str, np.ndarray | None] = {m: None for m in MODALITIES}
-        face_share = None
-
-        video_job = None
-        if frames and use["video"]:
-            blur = int(degrade.blur)
-
-            def video_branch() -> tuple[np.ndarray, float]:
-                crops, share = self._cached_step(self._derived, ("faces", frames_key), "video", "faces",
-                                                 lambda: crop_faces(frames), timings, cached)
-                feat = self._cached_step(
-                    self._features, ("video", frames_key, blur), "video", "video features",
-                    lambda: self.extractors["video"].extract(crops if blur == 1 else blur_frames(crops, blur)),
-                    timings, cached)
-                return feat, share
-
-            # faces and the video encoder run beside the audio work (Whisper and OpenCV release the GIL)
-            video_job = _POOL.submit(video_branch)
-
-        if wav is not None and use["audio"]:
-            report(0.15, "audio features")
-            snr = degrade.snr_db
-            if snr is None:
-                noisy = lambda: wav
-            else:
-                noisy = lambda: add_noise(wav, snr, seed=DEGRADE_SEED)
-            feats["audio"] = self._cached_step(
-                self._features, ("audio", wav_key, snr), "audio", "audio features",
-                lambda: self.extractors["audio"].extract(noisy()), timings, cached)
-
-        if text is None and wav is not None and use["text"]:
-            asr = self.extractors["audio"]
-            if asr.can_transcribe:
-                report(0.35, "transcribing the speech")
-                said = self._cached_step(self._derived, ("transcript", wav_key), "audio", "transcribe",
-                                         lambda: asr.transcribe(wav), timings, cached)
-                text, more = clean_text(said)
-                notices += more
-                if text is None:
-                    notices.append("no speech recognised: the text modality is missing")
-            else:
-                notices.append(f"no transcript given and {asr.name!r} cannot transcribe: the text modality is missing")
-        elif text is None and use["text"]:
-            notices.append("no transcript: the text modality is missing")
-        elif text is None and wav is not None:  # text switched off: report the transcript if it is known
-            text, _ = clean_text(self._derived.get(("transcript", wav_key)))
-
-        used_text = text
-        if text is not None and use["text"]:
-            if degrade.word_drop > 0:
-                used_text = drop_words(text, degrade.word_drop, seed=DEGRADE_SEED)
-                if not used_text:
-                    notices.append("word drop-out removed every word: the text modality is missing")
-            if used_text:
-                report(0.55, "text features")
-                feats["text"] = self._cached_step(
-                    self._features, ("text", _digest(used_text)), "text", "text features",
-                    lambda: self.extractors["text"].extract(used_text), timings, cached)
-
-        if video_job is not None:
-            report(0.8, "video features")
-            feats["video"], face_share = video_job.result()
-            if face_share == 0.0:
-                notices.append("no face found in any frame: whole frames are used")
-        elif frames:
-            known = self._derived.get(("faces", frames_key))  # the video switched off: report what is known
-            face_share = known[1] if known is not None else None
-
-        available = {"audio": wav is not None, "text": text is not None, "video": bool(frames)}
-        used = {m: feats[m] is not None for m in MODALITIES}
+        used = {m: clip.features[m] is not None for m in MODALITIES}
         if not any(used.values()):
-            off = [m for m in MODALITIES if available[m] and not use[m]]
-            if off and not any(available[m] and use[m] for m in MODALITIES):
+            off = [m for m in MODALITIES if clip.available[m] and not use[m]]
+            if off and not any(clip.available[m] and use[m] for m in MODALITIES):
                 raise InferenceError(f"every modality the input has is switched off ({', '.join(off)}): "
                                      f"tick at least one")
             raise InferenceError("no modality left to fuse: the input has no usable audio, text or video"
-                                 + (f" ({'; '.join(notices)})" if notices else ""))
+                                 + (f" ({'; '.join(clip.notices)})" if clip.notices else ""))
 
         report(0.95, "fusion")
-        t = time.perf_counter()
-        out = self.fuse(feats)
-        timings["fusion"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t_start
+        start = time.perf_counter()
+        out = self.fuse(clip.features)
+        timings = {**clip.timings, "fusion": time.perf_counter() - start, "total": time.perf_counter() - t_start}
+        shown = clip.text_read if clip.text_read is not None else clip.transcript
         return Prediction(
             probabilities=out["probabilities"], top=max(out["probabilities"], key=out["probabilities"].get),
             valence=out["valence"], weights=out["weights"], sigma=out["sigma"], attention=out["attention"],
-            used=used, available=available, transcript=used_text if available["text"] else None,
-            face_share=face_share, timings={k: round(v, 4) for k, v in timings.items()}, cached=cached,
-            notices=list(dict.fromkeys(notices)),
+            used=used, available=clip.available, transcript=shown if clip.available["text"] else None,
+            face_share=clip.face_share, timings={k: round(v, 4) for k, v in timings.items()}, cached=clip.cached,
+            notices=clip.notices,
         )
 
     def fuse(self, feats: dict[str, np.ndarray | None]) -> dict[str, Any]:
         """Run the ensemble on one sample's features (None = missing)."""
         batch: dict[str, torch.Tensor] = {}
         present = []
-        for m, key in zip(MODALITIES, ("audios", "texts", "videos")):
+        for m, key in zip(MODALITIES, FEATURE_KEYS):
             dim = self.info.features[m]["dim"]
             vec = feats.get(m)
             present.append(vec is not None)

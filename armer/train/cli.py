@@ -23,12 +23,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from armer.checkpoint import CheckpointInfo, save_checkpoint
-from armer.cli import add_model_arguments, model_config_from_args, setup_logging
-from armer.config import MODALITIES
+from armer.cli import add_settings, settings_from_args, setup_logging
+from armer.config import ModelConfig, TrainConfig
+from armer.constants import MODALITIES
 from armer.data import DataError, has_degraded_views, load_dataset
 from armer.evaluate.conditions import evaluate_corpus, markdown_table
-from armer.train.folds import FOLD_GROUPS
-from armer.train.loop import TrainConfig, train_folds
+from armer.train.loop import train_folds
 
 log = logging.getLogger("armer.train")
 
@@ -42,32 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--audio_feature", default="chinese-hubert-large-UTT", help="audio feature folder")
     data.add_argument("--text_feature", default="Baichuan-13B-Base-UTT", help="text feature folder")
     data.add_argument("--video_feature", default="clip-vit-large-patch14-UTT", help="video feature folder")
-    train = parser.add_argument_group("training")
-    defaults = TrainConfig()
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--l2", type=float, default=defaults.l2, help="weight decay")
-    train.add_argument("--batch_size", type=int, default=defaults.batch_size)
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--num_folds", type=int, default=defaults.num_folds)
-    train.add_argument("--fold_groups", default=defaults.fold_groups, choices=FOLD_GROUPS,
-                       help="keep samples of one group in one fold: clip or speaker of <corpus>-<clip>-<copy> names")
-    train.add_argument("--select_from_epoch", type=int, default=defaults.select_from_epoch,
-                       help="first epoch that can be a fold's best (0: the first after --modality_dropout_warmup; "
-                            "1: every epoch, as MERBench)")
-    train.add_argument("--test_every_epoch", action="store_true",
-                       help="also score the test corpora at every epoch, for the log (default: once, with each fold's best epoch)")
-    train.add_argument("--workers", type=int, default=defaults.workers,
-                       help="processes the folds are dealt to, each training its folds as one batched network "
-                            "(0: one per core)")
-    train.add_argument("--threads", type=int, default=defaults.threads,
-                       help="torch threads per worker (0: the cores divided among the workers)")
-    train.add_argument("--degraded_views", type=float, default=defaults.degraded_views,
-                       help="probability that a present modality of a training sample is swapped for its degraded "
-                            "view at each step (needs <feature folder>-DEGRADED, as armer.benchmark builds; 0: never)")
-    train.add_argument("--normalize", default=defaults.normalize, action=argparse.BooleanOptionalAction,
-                       help="standardise features with each fold's training statistics")
-    add_model_arguments(parser.add_argument_group("model"))
+    add_settings(parser.add_argument_group("training"), TrainConfig)
+    add_settings(parser.add_argument_group("model"), ModelConfig)
     return parser
 
 
@@ -96,11 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.exit(2, f"error: {args.label_path} has no train_corpus to train on\n")
     log.info("data: %s; dims %s; classes %s; valence %s", {n: len(c) for n, c in dataset.corpora.items()},
              dataset.dims, dataset.label_names, dataset.has_valence)
-    model_config = model_config_from_args(args, dataset.dims, len(dataset.label_names))
-    train_config = TrainConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed,
-                               num_folds=args.num_folds, normalize=args.normalize, workers=args.workers, threads=args.threads,
-                               fold_groups=args.fold_groups, test_every_epoch=args.test_every_epoch,
-                               select_from_epoch=args.select_from_epoch, degraded_views=args.degraded_views)
+    dims = {f"{m}_dim": dim for m, dim in zip(MODALITIES, dataset.dims)}
+    model_config = settings_from_args(ModelConfig, args, **dims, output_dim1=len(dataset.label_names))
+    train_config = settings_from_args(TrainConfig, args)
     result = train_folds(dataset, model_config, train_config)
     info = CheckpointInfo(
         model=model_config, label_names=dataset.label_names, has_valence=dataset.has_valence,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from armer.train.loop import TrainConfig
+    from armer.config import TrainConfig
 
 FOLD_GROUPS = ("none", "clip", "speaker")
 

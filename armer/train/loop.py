@@ -27,38 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from armer.model import losses
-from armer.config import MODALITIES, ModelConfig
+from armer.config import ModelConfig, TrainConfig
+from armer.constants import FEATURE_KEYS, MODALITIES
 from armer.data import Corpus, Dataset
-from armer.evaluate.conditions import mean_of
+from armer.evaluate.conditions import gather, mean_of, predict, score_conditions, to_batch
 from armer.evaluate.metrics import emoval, score
-from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks
-from armer.model.robust import Ensemble, RobustBase, create_model
+from armer.model.modeling import Ensemble, RobustBase, create_model
 from armer.train.folds import validation_folds
 
 log = logging.getLogger(__name__)
-
-EVAL_BATCH = 256
-
-@dataclass
-class TrainConfig:
-    epochs: int = 100
-    lr: float = 1e-3
-    l2: float = 1e-5  # Adam weight decay (MERBench's --l2)
-    batch_size: int = 32
-    seed: int = 0
-    num_folds: int = 5
-    normalize: bool = True  # standardise features with each fold's training statistics
-    workers: int = 0  # processes the folds are dealt to; 0 = one per core (at most num_folds)
-    threads: int = 0  # torch threads per worker; 0 = the cores divided among the workers
-    test_every_epoch: bool = False  # also score the test corpora at every epoch (default: once, at the end)
-    fold_groups: str = "none"  # none | clip | speaker: keep samples of one group in one fold (sample_group)
-    # First epoch that can be a fold's best. 0: the first epoch after the modality-dropout warm-up
-    # (before it the training recipe is not complete, and an early epoch that never saw modality
-    # dropout can win on full-modality validation data); 1: every epoch, as MERBench.
-    select_from_epoch: int = 0
-    # Probability that a present modality of a training sample is replaced, at each step, by its
-    # degraded view (`<feature folder>-DEGRADED`, written by `armer.benchmark build`); 0: never.
-    degraded_views: float = 0.0
 
 
 @dataclass
@@ -87,25 +64,6 @@ def feature_statistics(corpus: Corpus) -> dict[str, dict[str, list[float]]]:
     return stats
 
 
-FEATURE_KEYS = ("audios", "texts", "videos")  # the batch keys of the modalities, in MODALITIES order
-
-
-def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
-    """The corpus as tensors sharing the arrays' memory (no copy); its degraded views, if loaded,
-    as `degraded_<key>` and `degraded_present`."""
-    batch = {
-        **{key: torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.features)},
-        "present": torch.from_numpy(corpus.present),
-        "emos": torch.from_numpy(corpus.emotions),
-        "vals": torch.from_numpy(corpus.valences),
-        "val_labelled": torch.from_numpy(corpus.valence_labelled),
-    }
-    if corpus.degraded is not None:
-        batch.update({f"degraded_{key}": torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.degraded)})
-        batch["degraded_present"] = torch.from_numpy(corpus.degraded_present)
-    return batch
-
-
 def without_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch without its degraded views (the `degraded_*` keys of `to_batch`)."""
     return {k: v for k, v in batch.items() if not k.startswith("degraded_")}
@@ -132,12 +90,6 @@ def member_indices(index_sets: list[np.ndarray], rng: np.random.Generator) -> np
     return np.stack([np.resize(rng.permutation(s), length) for s in index_sets])
 
 
-def gather(data: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Rows `index` (E, B) of every tensor -> (E, B, ...) (index_select: several times faster than [] here)."""
-    flat = index.reshape(-1)
-    return {k: torch.index_select(v, 0, flat).view(*index.shape, *v.shape[1:]) for k, v in data.items()}
-
-
 def clip_member_grad_norm_(model: RobustBase, max_norm: float) -> None:
     """Gradient-norm clipping per member: every parameter's dim 0 is the member dim."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -145,19 +97,6 @@ def clip_member_grad_norm_(model: RobustBase, max_norm: float) -> None:
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
-
-
-@torch.no_grad()
-def member_predictions(model: RobustBase, data: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each member's probabilities (E, N, C), valence (E, N) and fusion weights (E, N, M) on its own
-    samples `index` (E, N)."""
-    parts: dict[str, list[torch.Tensor]] = {"probs": [], "valence": [], "weights": []}
-    for start in range(0, index.shape[1], EVAL_BATCH):
-        out = model(gather(data, index[:, start:start + EVAL_BATCH]), check_inputs=False)
-        parts["probs"].append(torch.softmax(out.logits, dim=-1))
-        parts["valence"].append(out.valence[..., 0])
-        parts["weights"].append(out.weights)
-    return {k: torch.cat(v, dim=1) for k, v in parts.items()}
 
 
 def padded_index(index_sets: list[np.ndarray]) -> torch.Tensor:
@@ -168,12 +107,13 @@ def padded_index(index_sets: list[np.ndarray]) -> torch.Tensor:
 def score_members(model: RobustBase, data: dict[str, torch.Tensor], index_sets: list[np.ndarray],
                   has_valence: bool) -> list[dict[str, float]]:
     """Metrics of member e on its own samples `index_sets[e]`."""
-    return score_predictions(member_predictions(model, data, padded_index(index_sets)), data, index_sets, has_valence)
+    predictions = predict(model, data, padded_index(index_sets), check_inputs=False)
+    return score_predictions(predictions, data, index_sets, has_valence)
 
 
 def score_predictions(predictions: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
                       index_sets: list[np.ndarray], has_valence: bool) -> list[dict[str, float]]:
-    """Metrics of `member_predictions` on `padded_index(index_sets)`: member e on its first len(index_sets[e])."""
+    """Metrics of `predict` on `padded_index(index_sets)`: member e on its first len(index_sets[e])."""
     results = []
     for member, chosen in enumerate(index_sets):
         n = len(chosen)
@@ -197,19 +137,15 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
     (WAF, accuracy, valence MSE) averaged over the folds. With degraded views in `data`, also
     `degraded_response`."""
     clean = without_views(data)
-    present = clean["present"].numpy()
 
     def masked(mask: np.ndarray) -> dict[str, float]:
         return mean_of(score_members(model, dict(clean, present=torch.from_numpy(mask)), val_sets, has_valence))
 
-    full = member_predictions(model, clean, padded_index(val_sets))
-    sweep = {rate: masked(mask) for rate, mask in sweep_masks(present, seed).items()}
-    sweep["mean"] = mean_of(list(sweep.values()))
-    result = {"full": mean_of(score_predictions(full, clean, val_sets, has_valence)),
-              **{name: masked(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()},
-              "missing_rate": sweep, "weight_spread": weight_spread(full["weights"], clean["present"], val_sets)}
+    result = score_conditions(masked, clean["present"].numpy(), seed)
+    weights = predict(model, clean, padded_index(val_sets), check_inputs=False)["weights"]
+    result["weight_spread"] = weight_spread(weights, clean["present"], val_sets)
     if "degraded_present" in data:
-        result["degraded"] = degraded_response(model, data, val_sets, full["weights"], has_valence)
+        result["degraded"] = degraded_response(model, data, val_sets, weights, has_valence)
     return result
 
 
@@ -229,7 +165,7 @@ def degraded_response(model: RobustBase, data: dict[str, torch.Tensor], val_sets
     for i, modality in enumerate(MODALITIES):
         swap = torch.zeros_like(data["present"])
         swap[:, i] = True
-        weights = member_predictions(model, with_degraded_views(data, swap), index)["weights"]
+        weights = predict(model, with_degraded_views(data, swap), index, check_inputs=False)["weights"]
         result[modality] = {"weight_clean": mean_weight(clean_weights, i), "weight_degraded": mean_weight(weights, i)}
     every = with_degraded_views(data, torch.ones_like(data["present"]))
     result["all"] = mean_of(score_members(model, every, [s[r.numpy()] for s, r in zip(val_sets, rows)], has_valence))
@@ -238,7 +174,7 @@ def degraded_response(model: RobustBase, data: dict[str, torch.Tensor], val_sets
 
 def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray]) -> dict[str, float]:
     """Per modality: the std of its fusion weight over each member's samples that have every
-    modality, averaged over the members. `weights` (E, N, M) are `member_predictions` on
+    modality, averaged over the members. `weights` (E, N, M) are `predict`'s on
     `padded_index(index_sets)`; `present` (N_all, M) the data's presence. Near 0 means the weights are
     a constant per modality: the uncertainty no longer tells one sample from another."""
     complete = present[padded_index(index_sets)].all(dim=-1)  # (E, N)
@@ -303,8 +239,8 @@ def train_members(
             loss = loss + out.interloss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if model_config.grad_clip > 0:
-                clip_member_grad_norm_(model, model_config.grad_clip)
+            if config.grad_clip > 0:
+                clip_member_grad_norm_(model, config.grad_clip)
             optimizer.step()
             with torch.no_grad():
                 ce = F.cross_entropy(out.logits.flatten(0, 1), batch["emos"].flatten(), reduction="none")

@@ -1,0 +1,291 @@
+"""From a clip to one utterance-level feature vector per modality: the one path that the extraction
+CLI (``python -m armer.extractors``) and the predictor (``armer.predict``, the demo) share.
+
+    Sources.from_media(load_media(path))  or  Sources.combine(video=..., audio=..., image=...)
+        -> featurize(sources, extractors, transcript, use, degrade, steps) -> ClipFeatures
+
+``featurize`` cleans the transcript (or transcribes the speech), crops the faces, applies the
+degradations and runs each modality's encoder. Every step goes through a ``Steps`` runner, which
+times it and, given a cache, answers a repeat of the same input without recomputing it: that is how
+the demo re-runs only the fusion when a modality is toggled.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from armer.constants import MODALITIES
+
+from .base import Extractor
+from .degrade import Degrade, InputError
+from .faces import crop_faces
+from .media import Media
+
+DEFAULT_TRANSCRIBER = "whisper-base"  # the extraction CLI's speech recogniser when the audio backend has none
+MAX_TRANSCRIPT_WORDS = 1000  # longer transcripts are cut (MiniLM reads 256 tokens anyway)
+_VIDEO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="armer-video")
+
+T = TypeVar("T")
+
+
+def clean_text(text: str | bytes | None) -> tuple[str | None, list[str]]:
+    """A usable transcript: bytes decoded (invalid UTF-8 replaced), lone surrogates and control
+    characters removed, at most MAX_TRANSCRIPT_WORDS words. Blank -> None. Returns (text, notices)."""
+    notices = []
+    if text is None:
+        return None, notices
+    if isinstance(text, bytes):
+        decoded = text.decode("utf-8", errors="replace")
+        if "\ufffd" in decoded:
+            notices.append("the transcript is not valid UTF-8: undecodable bytes were replaced")
+        text = decoded
+    if not isinstance(text, str):
+        raise InputError(f"transcript must be text, got {type(text).__name__}")
+    fixed = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates -> '?'
+    if fixed != text:
+        notices.append("the transcript held invalid characters (lone surrogates): they were replaced")
+    fixed = "".join(c if c.isprintable() or c in "\n\t" else " " for c in fixed)
+    words = fixed.split()
+    if not words:
+        return None, notices
+    if len(words) > MAX_TRANSCRIPT_WORDS:
+        notices.append(f"the transcript has {len(words)} words: only the first {MAX_TRANSCRIPT_WORDS} are used")
+        words = words[:MAX_TRANSCRIPT_WORDS]
+    return " ".join(words), notices
+
+
+def content_digest(*parts: bytes | str) -> str:
+    """A cache key for text or bytes."""
+    h = hashlib.sha1()
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass") if isinstance(p, str) else p)
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class LRUCache:
+    """A small thread-safe least-recently-used cache."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Steps:
+    """Runs the steps of one ``featurize`` call: times each one and answers a step whose key is in
+    its cache from there (listed in ``cached``). Keys are tuples whose first item names the kind of
+    value ("audio", "text", "video" features, "faces", "transcript"); ``caches`` maps a kind to its
+    cache (none: computed every time). One step per lock group runs at a time, so two requests never
+    extract the same input twice nor oversubscribe the cores. ``on_start(name)`` announces a step
+    that is about to be computed (progress bars)."""
+
+    def __init__(self, caches: dict[str, LRUCache] | None = None, locks: dict[str, threading.Lock] | None = None,
+                 on_start: Callable[[str], None] | None = None) -> None:
+        self.caches = caches or {}
+        self.locks = locks if locks is not None else {}
+        self.on_start = on_start or (lambda name: None)
+        self.timings: dict[str, float] = {}
+        self.cached: list[str] = []
+
+    def peek(self, key: tuple) -> Any:
+        """The cached value of ``key``, or None."""
+        cache = self.caches.get(key[0])
+        return cache.get(key) if cache is not None else None
+
+    def run(self, name: str, key: tuple, compute: Callable[[], T], group: str = "") -> T:
+        value = self.peek(key)
+        if value is not None:
+            self.cached.append(name)
+            return value
+        with self.locks.setdefault(group or name, threading.Lock()):
+            value = self.peek(key)
+            if value is not None:
+                self.cached.append(name)
+                return value
+            self.on_start(name)
+            start = time.perf_counter()
+            value = compute()
+            self.timings[name] = time.perf_counter() - start
+            if key[0] in self.caches:
+                self.caches[key[0]].put(key, value)
+            return value
+
+
+@dataclass
+class Sources:
+    """The decoded inputs of one clip; each keyed by its content for the step cache."""
+
+    audio: np.ndarray | None = None  # mono float32 waveform at SAMPLE_RATE
+    frames: list[np.ndarray] = field(default_factory=list)  # RGB uint8 frames
+    audio_key: str = ""
+    frames_key: str = ""
+    notices: list[str] = field(default_factory=list)  # limits applied, streams missing
+
+    @classmethod
+    def from_media(cls, media: Media, wanted: tuple[str, ...] = MODALITIES, key: str = "") -> Sources:
+        """One decoded file; a notice for each modality in ``wanted`` that it lacks."""
+        notices = list(media.notices)
+        for m, present in (("audio", media.audio is not None), ("video", bool(media.frames))):
+            if m in wanted and not present and not any(f"{m} modality is missing" in n for n in notices):
+                notices.append(f"the {media.kind} has no {m}: the {m} modality is missing")
+        return cls(media.audio, media.frames, key, key, notices)
+
+    @classmethod
+    def combine(cls, video: tuple[str, str, Media] | None = None, audio: tuple[str, str, Media] | None = None,
+                image: tuple[str, str, Media] | None = None) -> Sources:
+        """A video's audio track and frames, with ``audio`` replacing the track and ``image`` the frames.
+        Each argument is (file name, content key, decoded file)."""
+        out = cls()
+        if video is not None:
+            name, key, media = video
+            out.notices += media.notices
+            if media.kind != "video":
+                use = "one frame without audio" if media.kind == "image" else "audio without frames"
+                out.notices.append(f"{name} is an {media.kind} file, not a video: it is used as {use}")
+            out.audio, out.audio_key, out.frames, out.frames_key = media.audio, key, media.frames, key
+        if audio is not None:
+            name, key, media = audio
+            out.notices += [n for n in media.notices if "video" not in n]
+            if media.audio is None:
+                raise InputError(f"{name}: has no audio")
+            out.audio, out.audio_key = media.audio, key
+        if image is not None:
+            name, key, media = image
+            if not media.frames:
+                raise InputError(f"{name}: no image could be decoded")
+            out.notices += [n for n in media.notices if "audio" not in n]
+            out.frames, out.frames_key = media.frames, key
+        if out.audio is None and (video is not None or audio is not None):
+            out.notices.append("no audio in the input: the audio modality is missing")
+        if not out.frames and (video is not None or image is not None):
+            out.notices.append("no frames in the input: the video modality is missing")
+        return out
+
+
+@dataclass
+class ClipFeatures:
+    """Features of one clip, and how they were obtained. Per-modality dicts are keyed audio/text/video."""
+
+    features: dict[str, np.ndarray | None]  # (D,) float32; None when missing, switched off or not asked for
+    available: dict[str, bool]  # modalities the input has (text: a transcript given or recognised)
+    transcript: str | None  # the clean transcript before word drop-out (given or recognised)
+    text_read: str | None  # the text after word drop-out ("" when every word was dropped); None when text is off
+    empty_speech: bool  # speech was transcribed but held no words (MERBench stores zeros for that text)
+    face_share: float | None  # share of frames with a detected face; None without frames or when not cropped
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step run (cached steps are absent)
+    cached: list[str] = field(default_factory=list)  # steps answered from the cache
+    notices: list[str] = field(default_factory=list)  # limits applied, modalities missing
+
+
+def _transcribe(sources: Sources, asr: Extractor | None, steps: Steps, notices: list[str]) -> tuple[str | None, bool]:
+    """The speech's clean transcript, and whether the recogniser heard no words."""
+    if asr is None:
+        notices.append("no transcript given and speech recognition is off: the text modality is missing")
+        return None, False
+    if not asr.can_transcribe:
+        notices.append(f"no transcript given and {asr.name!r} cannot transcribe: the text modality is missing")
+        return None, False
+    said = steps.run("transcribe", ("transcript", sources.audio_key), lambda: asr.transcribe(sources.audio),
+                     group="audio")
+    text, more = clean_text(said)
+    notices += more
+    if text is None:
+        notices.append("no speech recognised: the text modality is missing")
+    return text, text is None
+
+
+def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: str | bytes | None = None,
+              use: dict[str, bool] | None = None, degrade: Degrade | None = None,
+              transcriber: Extractor | None = None, steps: Steps | None = None) -> ClipFeatures:
+    """Extract the features of every modality in ``extractors`` that the clip has and ``use`` keeps.
+
+    Args:
+        sources: the decoded clip (``Sources.from_media`` / ``Sources.combine``).
+        extractors: modality -> backend instance; a modality without one is not extracted.
+        transcript: the text of the clip; blank or None transcribes the speech with ``transcriber``
+            (None: the text modality is missing).
+        transcriber: the backend that recognises speech (usually the audio backend, when it can).
+        use: modality -> switched on (default all on); an extractor still runs the steps another
+            modality needs (a transcript for a switched-off text is reported when already known).
+        degrade: corruptions applied before encoding (``Degrade``).
+        steps: the step runner (timings, cache); a fresh uncached one by default.
+    """
+    degrade = degrade or Degrade()
+    steps = steps or Steps()
+    use = {m: bool((use or {}).get(m, True)) and m in extractors for m in MODALITIES}
+    text, notices = clean_text(transcript)
+    notices += sources.notices
+    features: dict[str, np.ndarray | None] = {m: None for m in MODALITIES}
+    face_share = None
+    wav = sources.audio
+
+    video_job = None
+    if sources.frames and use["video"]:
+        def video_branch() -> tuple[np.ndarray, float]:
+            crops, share = steps.run("faces", ("faces", sources.frames_key), lambda: crop_faces(sources.frames),
+                                     group="video")
+            feat = steps.run("video features", ("video", sources.frames_key, degrade.blur),
+                             lambda: extractors["video"].extract(degrade.apply_frames(crops)), group="video")
+            return feat, share
+
+        # faces and the video encoder run beside the audio work (Whisper and OpenCV release the GIL)
+        video_job = _VIDEO_POOL.submit(video_branch)
+
+    if wav is not None and use["audio"]:
+        features["audio"] = steps.run("audio features", ("audio", sources.audio_key, degrade.snr_db),
+                                      lambda: extractors["audio"].extract(degrade.apply_audio(wav)), group="audio")
+
+    empty_speech = False
+    if text is None and wav is not None and use["text"]:
+        text, empty_speech = _transcribe(sources, transcriber, steps, notices)
+    elif text is None and use["text"]:
+        notices.append("no transcript given and the clip has no audio to transcribe: the text modality is missing")
+    elif text is None and wav is not None:  # text switched off: report the transcript if it is known
+        text, _ = clean_text(steps.peek(("transcript", sources.audio_key)))
+
+    text_read = None
+    if text is not None and use["text"]:
+        text_read = degrade.apply_text(text)
+        if text_read:
+            features["text"] = steps.run("text features", ("text", content_digest(text_read)),
+                                         lambda: extractors["text"].extract(text_read), group="text")
+        else:
+            notices.append("word drop-out removed every word: the text modality is missing")
+
+    if video_job is not None:
+        features["video"], face_share = video_job.result()
+        if face_share == 0.0:
+            notices.append("no face found in any frame: whole frames are used")
+    elif sources.frames:
+        known = steps.peek(("faces", sources.frames_key))  # the video switched off: report what is known
+        face_share = known[1] if known is not None else None
+
+    available = {"audio": wav is not None, "text": text is not None, "video": bool(sources.frames)}
+    return ClipFeatures(features, available, text, text_read, empty_speech, face_share, steps.timings,
+                        steps.cached, list(dict.fromkeys(notices)))
