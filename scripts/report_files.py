@@ -33,12 +33,13 @@ def generated_line(script: str) -> str:
 
 
 def git_commit() -> str:
-    """The commit the working tree is at, with "+uncommitted changes" when it differs from it."""
+    """The commit the working tree is at, with "+uncommitted changes" when it differs from it (outside
+    results/, where the reports themselves are written)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("+uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return commit + ("+uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results") else "")
 
 
 def write_report(out: str | Path, lines: list[str], data: Any) -> None:
