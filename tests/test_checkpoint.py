@@ -92,6 +92,7 @@ def test_weights_are_safetensors_not_pickle(tmp_path):
 @pytest.mark.parametrize("edit,message", [
     (lambda c: c.update(format="other"), "not an ARMER checkpoint"),
     (lambda c: c["model"].update(hidden_dim=-1), "invalid model config"),
+    (lambda c: c["model"].update(fusion_temperature=float("nan")), "fusion_temperature=nan must be a finite"),
     (lambda c: c.update(label_names=["a", "b"]), "must list output_dim1=6 classes"),
     (lambda c: c["features"]["text"].update(dim=99), r"features\['text'\]"),
     (lambda c: c["model"].update(hidden_dim=32), "does not match config.json"),

@@ -144,3 +144,79 @@ def test_degraded_views_are_trained_on_when_asked_and_scored_whenever_present(tm
         summary = json.loads((save / "summary.json").read_text())
         assert summary["args"]["degraded_views"] == float(probability)
         assert set(summary["validation"]["degraded"]) == {"audio", "text", "video", "all"}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_a_diverging_run_exits_1_with_one_error_line_and_no_checkpoint(cli_tree, tmp_path):
+    save_root = tmp_path / "diverged"
+    result = run("armer.train", *data_args(cli_tree), "--save_root", str(save_root), "--epochs", "4", "--num_folds", "2",
+                 "--workers", "2", "--hidden_dim", "16", "--lr", "1e4")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [error] = error_lines(result.stderr)
+    assert error.startswith("error: training diverged: folds 1, 2 at epoch 1 (non-finite ") and "--lr (now 10000)" in error
+    assert {p.name for p in save_root.iterdir()} == {"train.log"}  # no checkpoint, history or summary
+
+
+def test_a_test_corpus_without_video_is_scored_with_its_video_conditions_not_applicable(tmp_path):
+    tree = write_synthetic_merbench(tmp_path / "tree", n_train=40, n_tests=(20, 20), dims=DIMS, seed=4)
+    for f in (Path(tree["features_root"]) / tree["video_feature"]).glob("test1_*.npy"):
+        f.unlink()
+    save_root = tmp_path / "run"
+    result = run("armer.train", *data_args(tree), "--save_root", str(save_root), "--epochs", "2", "--num_folds", "2",
+                 "--workers", "1", "--hidden_dim", "16")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((save_root / "summary.json").read_text())["results"]
+    assert results["test1"]["video_only"] is None and results["test1"]["full"]["weights"]["video"] is None
+    assert results["test2"]["video_only"]["n"] == 20  # the corpus with video: every condition scored
+    assert {"full", "drop_video", "audio_only", "text_only"} <= {k for k, v in results["test1"].items() if v}
+    assert "| video_only | n/a | n/a | " in (save_root / "summary.md").read_text()
+    out = tmp_path / "eval"
+    result = run("armer.evaluate", "--checkpoint", str(save_root), "--features_root", tree["features_root"],
+                 "--label_path", tree["label_path"], "--noise_levels", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    noise = json.loads((out / "results.json").read_text())["test1"]["noise"]
+    assert noise["video@1"] is None and noise["audio@1"]["n"] == 20
+    assert "| noise video@1 | n/a | n/a | " in result.stdout
+
+
+@pytest.mark.parametrize("flags, problem", [
+    ("--epochs 0", "epochs=0 must be >= 1"), ("--batch_size 0", "batch_size=0 must be >= 1"),
+    ("--num_folds 1", "num_folds=1 must be >= 2"), ("--lr -0.1", "lr=-0.1 must be a positive finite number"),
+    ("--lr nan", "lr=nan must be a positive finite number"), ("--degraded_views 2", "degraded_views=2.0 must be in [0, 1]"),
+    ("--hidden_dim 0", "hidden_dim=0 must be positive"),
+])
+def test_bad_training_settings_exit_2_with_one_error_line_before_anything_is_written(flags, problem, tmp_path, capsys):
+    from armer.train.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--features_root", str(tmp_path), "--label_path", str(tmp_path / "l.npz"),
+              "--save_root", str(tmp_path / "run"), *flags.split()])
+    assert stop.value.code == 2
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith("error: ") and problem in error and not (tmp_path / "run").exists()
+
+
+def test_fewer_samples_than_folds_exits_2_with_one_error_line(cli_tree, tmp_path):
+    result = run("armer.train", *data_args(cli_tree), "--save_root", str(tmp_path / "r"), "--num_folds", "61")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == ["error: 60 training samples cannot be split into 61 folds"]
+
+
+@pytest.mark.parametrize("flags, problem", [
+    ("--noise_levels 1 -1", "--noise_levels -1.0: noise levels are feature stds, finite and >= 0"),
+    ("--noise_levels nan", "--noise_levels nan: noise levels"), ("--seed -2", "--seed -2 must be >= 0"),
+    ("--out {tmp}/file", "is a file, not a folder"), ("--checkpoint {tmp}/missing", "missing does not exist"),
+])
+def test_bad_evaluation_arguments_exit_2_with_one_error_line(flags, problem, tmp_path, capsys):
+    from armer.evaluate.cli import main
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(tmp_path), "--features_root", str(tmp_path), "--label_path", str(tmp_path / "l.npz"),
+              *flags.format(tmp=tmp_path).split()])
+    assert stop.value.code == 2
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith("error: ") and problem in error

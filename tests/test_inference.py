@@ -137,7 +137,8 @@ def test_transcripts_are_cleaned_and_capped(predictor):
     assert text == "caf? ok" and "lone surrogates" in notices[0]
     long = " ".join(["word"] * 10_000)
     r = predictor.predict(transcript=long)
-    assert len(r.transcript.split()) == 1000 and any("10000 words" in n for n in r.notices)
+    assert len(r.transcript.split()) == 1000 and any("49999 characters" in n for n in r.notices)
+    assert any("words: only the first 1000 are used" in n for n in r.notices)
     assert predictor.predict(transcript=b"\xff\xfe sad \xc3").used["text"]
 
 
@@ -169,3 +170,98 @@ def test_cli_prints_json_and_fails_cleanly(predictor, tmp_path, capsys):
     assert "broken.mp4" in capsys.readouterr().err
     assert predict.main([str(TALK), "--checkpoint", str(tmp_path)]) == 2
     assert "no ARMER checkpoint" in capsys.readouterr().err
+
+
+def test_a_long_transcript_without_spaces_is_cut_before_any_work(predictor):
+    import tracemalloc
+
+    huge = "x" * 5_000_000  # one "word": the word cap alone does not bite
+    tracemalloc.start()
+    text, notices = clean_text(huge)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(text) == 10_000 and notices == ["the transcript has 5000000 characters: only the first 10000 are used"]
+    assert peak < 1 << 20, peak  # the character-by-character cleaning saw 10,000 characters, not 5 million
+    r = predictor.predict(transcript=huge)
+    assert len(r.transcript) == 10_000 and r.used["text"] and "5000000 characters" in r.notices[0]
+
+
+def test_cache_bytes_count_arrays_views_and_containers():
+    from armer.extractors.featurize import LRUCache, nbytes
+
+    frame = np.zeros((100, 100, 3), np.uint8)
+    assert nbytes(frame[:10]) == frame.nbytes  # a view keeps its whole array alive
+    assert nbytes(([frame, frame[:5]], 0.5)) < frame.nbytes + 200  # counted once
+    cache = LRUCache(max_bytes=3 * frame.nbytes + 1000)
+    for i in range(10):
+        cache.put(i, ([np.zeros_like(frame)], 0.0))
+        assert cache.nbytes <= cache.max_bytes and cache.nbytes == sum(nbytes(v) for v in cache.values())
+    assert len(cache) == 3 and cache.get(9) is not None and cache.get(0) is None
+    cache.put("huge", np.zeros(10 * frame.nbytes, np.uint8))  # larger than the budget: not kept, nothing evicted
+    assert cache.get("huge") is None and len(cache) == 3
+
+
+def test_many_clips_without_a_face_keep_the_caches_within_their_byte_budgets(predictor, tmp_path):
+    from PIL import Image
+
+    from armer.extractors.featurize import nbytes
+
+    budget = {"media": 5 << 20, "derived": 3 << 20}
+    p = Predictor(predictor.ensemble, predictor.info, predictor.extractors, cache_bytes=budget)
+    for i in range(24):  # 0.9 MB frames kept whole (no face): 22 MB in all
+        Image.fromarray(np.full((480, 640, 3), 40 + 5 * i, np.uint8)).save(tmp_path / f"wall_{i}.png")
+        r = p.predict(image=tmp_path / f"wall_{i}.png")
+        assert r.face_share == 0.0 and any("no face found" in n for n in r.notices)
+        for name, cache in p.caches().items():
+            assert cache.nbytes == sum(nbytes(v) for v in cache.values()) <= cache.max_bytes, name
+    assert p.caches()["media"].nbytes <= budget["media"] and p.caches()["derived"].nbytes <= budget["derived"]
+    again = p.predict(image=tmp_path / "wall_23.png")  # the latest clip is still cached: same answer
+    assert {"faces", "video features"} <= set(again.cached) and again.probabilities == r.probabilities
+    assert predictor.predict(image=tmp_path / "wall_23.png").probabilities == r.probabilities
+
+
+def _pipe_and_endless_file(tmp_path):
+    os = __import__("os")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "zeros.mp4").symlink_to("/dev/zero")
+    return tmp_path / "pipe.mp4", tmp_path / "zeros.mp4"
+
+
+def _within(seconds: float, fn, *args):
+    """fn(*args), failing the test when it does not return within ``seconds`` (a read that never ends)."""
+    import concurrent.futures as cf
+
+    pool = cf.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args).result(timeout=seconds)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def test_a_pipe_or_a_device_is_refused_before_it_is_read(predictor, tmp_path):
+    for path in _pipe_and_endless_file(tmp_path):
+        with pytest.raises(InferenceError, match="not a regular file"):
+            _within(20, lambda p: predictor.predict(video=p), path)
+    with pytest.raises(InferenceError, match="is a folder"):
+        predictor.predict(image=tmp_path)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(predictor, tmp_path, monkeypatch):
+    from armer.predict import predictor as module
+
+    monkeypatch.setattr(module, "MAX_FILE_MB", 1)
+    big = tmp_path / "big.mp4"
+    with open(big, "wb") as f:
+        f.truncate(3 << 20)  # sparse: 3 MB that take no disk
+    with pytest.raises(InferenceError, match="big.mp4: the file is 3 MB; the limit is 1 MB"):
+        predictor.predict(video=big)
+
+
+def test_cli_refuses_a_pipe_or_dev_zero_quickly(predictor, tmp_path, capsys):
+    from armer.predict import cli as predict
+
+    args = ["--checkpoint", predictor.source, "--extractor_path", f"video={predictor.extractors['video'].path}"]
+    for path in _pipe_and_endless_file(tmp_path):
+        assert _within(60, predict.main, [str(path), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"{path.name}: not a regular file" in err and "give a media file" in err

@@ -1,12 +1,12 @@
 """The MERBench plug-in against a MERBench-shaped tree that these tests write.
 
-The tree has upstream MERBench's file names and, in the files the installer edits or the import
-chain touches, upstream's structures (zeroQiaoba/MERTools, folder MERBench): the relative imports
-and the `MODEL_MAP` dict literal inside `get_models.__init__` (8-space indent, comment lines, a
-blank line before the closing brace), `MODEL_DATASET_MAP` in `get_datasets.__init__` (no final
-newline), model-tune.yaml's per-model sections of value lists, and main-release.py's argparse block
-under `if __name__ == '__main__':` followed by the yaml draw and `merge_args_config`. The code in it
-is written for these tests (small, CPU), not copied from MERBench.
+The tree has upstream MERBench's file names and, in the files the installer edits, upstream's
+structures (zeroQiaoba/MERTools, folder MERBench): the relative imports and the `MODEL_MAP` dict
+literal inside `get_models.__init__` (8-space indent, comment lines, a blank line before the closing
+brace), `MODEL_DATASET_MAP` in `get_datasets.__init__` (no final newline), model-tune.yaml's per-model
+sections of value lists, and main-release.py's argparse block under `if __name__ == '__main__':`
+followed by the yaml draw and `merge_args_config`. The rest of the code in it is written for these
+tests (small, CPU), not copied from MERBench.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ from armer.merbench.installer import MERBenchError, NotMERBenchError, install, s
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"audio": 16, "text": 24, "video": 12}
 FEATURES = {"audio": "chinese-hubert-large-UTT", "text": "Baichuan-13B-Base-UTT", "video": "clip-vit-large-patch14-UTT"}
+ALL_EDITED = ["main-release.py", "toolkit/data/__init__.py", "toolkit/model-tune.yaml", "toolkit/models/__init__.py",
+              "toolkit/models/attention_robust.py", "toolkit/models/attention_robust_v2.py"]
 
 # --------------------------------------------------------------------------- the MERBench tree
 
@@ -135,12 +137,11 @@ import os
 import torch
 import numpy as np
 from torch.utils.data import Dataset
-from toolkit.globals import config
+import config
 
 class Data_Feat(Dataset):
     def __init__(self, args, names, labels):
         self.names, self.labels = names, labels
-        assert args.feat_type == 'utt' and args.feat_scale == 1
         root = config.PATH_TO_FEATURES[args.dataset]
         self.feats = [[np.load(os.path.join(root, feature, name + '.npy')) for name in names]  # utt: (D,)
                       for feature in [args.audio_feature, args.text_feature, args.video_feature]]
@@ -149,15 +150,13 @@ class Data_Feat(Dataset):
         return len(self.names)
 
     def __getitem__(self, index):
-        return dict(feats=[f[index] for f in self.feats], emo=self.labels[index]['emo'],
-                    val=self.labels[index]['val'], name=self.names[index])
+        return [f[index] for f in self.feats], self.labels[index], self.names[index]
 
     def collater(self, instances):
-        stack = lambda m: torch.FloatTensor(np.array([i['feats'][m] for i in instances]))
-        batch = dict(audios=stack(0), texts=stack(1), videos=stack(2))
-        emos = torch.LongTensor([i['emo'] for i in instances])
-        vals = torch.FloatTensor([i['val'] for i in instances])
-        return batch, emos, vals, [i['name'] for i in instances]
+        stack = lambda m: torch.FloatTensor(np.array([feats[m] for feats, _, _ in instances]))
+        emos = torch.LongTensor([label['emo'] for _, label, _ in instances])
+        vals = torch.FloatTensor([label['val'] for _, label, _ in instances])
+        return dict(audios=stack(0), texts=stack(1), videos=stack(2)), emos, vals, [n for _, _, n in instances]
 
     def get_featdim(self):
         return tuple(len(f[0]) for f in self.feats)
@@ -167,26 +166,17 @@ ATTENTION = '''\
 import torch
 import torch.nn as nn
 
-def MLPEncoder(in_size, hidden_size, dropout):  # upstream: modules/encoder.py
-    return nn.Sequential(nn.Linear(in_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Dropout(dropout))
-
-class Attention(nn.Module):
+class Attention(nn.Module):  # upstream fuses MLP encoders with attention; here the smallest model of its interface
     def __init__(self, args):
         super(Attention, self).__init__()
         self.grad_clip = args.grad_clip
-        self.encoders = nn.ModuleList([MLPEncoder(dim, args.hidden_dim, args.dropout)
-                                       for dim in (args.audio_dim, args.text_dim, args.video_dim)])
-        self.attention_mlp = MLPEncoder(args.hidden_dim * 3, args.hidden_dim, args.dropout)
-        self.fc_att   = nn.Linear(args.hidden_dim, 3)
+        self.encoder = nn.Linear(args.audio_dim + args.text_dim + args.video_dim, args.hidden_dim)
         self.fc_out_1 = nn.Linear(args.hidden_dim, args.output_dim1)
         self.fc_out_2 = nn.Linear(args.hidden_dim, args.output_dim2)
 
     def forward(self, batch):
-        hidden = [encoder(batch[key]) for encoder, key in zip(self.encoders, ['audios', 'texts', 'videos'])]
-        attention = self.fc_att(self.attention_mlp(torch.cat(hidden, dim=1))).unsqueeze(2)
-        features = torch.matmul(torch.stack(hidden, dim=2), attention).squeeze(2)
-        return features, self.fc_out_1(features), self.fc_out_2(features), torch.tensor(0.0, device=features.device)
+        features = torch.relu(self.encoder(torch.cat([batch['audios'], batch['texts'], batch['videos']], dim=-1)))
+        return features, self.fc_out_1(features), self.fc_out_2(features), torch.tensor(0.0)
 '''
 
 TUNE_YAML = """\
@@ -196,14 +186,6 @@ tfn:
   grad_clip: [-1.0]
   lr: [1e-3, 1e-4]
 
-misa:
-  dropout: [0.2, 0.3, 0.4, 0.5]
-  hidden_dim: [64, 128, 256]
-  sim_weight: [0.0, 0.1, 0.2]
-  recon_weight: [0.0, 0.1, 0.2]
-  grad_clip: [-1.0, 0.8, 1.0]
-  lr: [1e-3, 1e-4]
-
 attention:
   hidden_dim: [64, 128, 256]
   dropout: [0.2, 0.3, 0.4, 0.5]
@@ -211,23 +193,9 @@ attention:
   lr: [0.001]
 """
 
-GLOBALS = """\
-## emotion mapping functions
-emos_mer = ['neutral', 'angry', 'happy', 'sad', 'worried',  'surprise']
-emo2idx_mer, idx2emo_mer = {}, {}
-for ii, emo in enumerate(emos_mer): emo2idx_mer[emo] = ii
-for ii, emo in enumerate(emos_mer): idx2emo_mer[ii] = emo
-
-import sys
-sys.path.append("../..")
-import config
-"""
-
 FUNCTIONS = '''\
 import random
 import argparse
-
-from toolkit.globals import *
 
 # config -> args: only keys that args lacks or holds as None
 def merge_args_config(args, config):
@@ -244,35 +212,32 @@ def func_random_select(config):
     return config
 '''
 
-
 DATALOADER = """\
 import numpy as np
 from torch.utils.data import DataLoader
 from torch.utils.data.sampler import SubsetRandomSampler
 
-from ..globals import *
+import config
 from toolkit.data import get_datasets
 
-# MER2023 (upstream: mer2023.py behind a DATALOADER_MAP): train split into folds, test1 the test set
+# MER2023 (upstream: mer2023.py behind a DATALOADER_MAP): train split into 2 folds, test1 the test set
 class get_dataloaders:
-
     def __init__(self, args):
         self.args = args
-        self.label_path = config.PATH_TO_LABEL[args.dataset]
-        args.output_dim1, args.output_dim2, args.metric_name = 6, 1, 'emoval'
+        args.output_dim1, args.output_dim2 = 6, 1
 
-    def read(self, data_type):
-        corpus = np.load(self.label_path, allow_pickle=True)[data_type + '_corpus'].tolist()
+    def read(self, split):
+        corpus = np.load(config.PATH_TO_LABEL[self.args.dataset], allow_pickle=True)[split + '_corpus'].tolist()
         names = sorted(corpus)
-        labels = [{'emo': emo2idx_mer[corpus[n]['emo']], 'val': corpus[n]['val']} for n in names]
-        return get_datasets(self.args, names, labels)
+        emos = ['neutral', 'angry', 'happy', 'sad', 'worried', 'surprise']
+        return get_datasets(self.args, names, [{'emo': emos.index(corpus[n]['emo']), 'val': corpus[n]['val']}
+                                               for n in names])
 
     def get_loaders(self):
         train, test = self.read('train'), self.read('test1')
         loader = lambda data, **kw: DataLoader(data, batch_size=self.args.batch_size, collate_fn=data.collater, **kw)
         folds = np.array_split(np.random.permutation(len(train)), 2)
-        train_loaders = [loader(train, sampler=SubsetRandomSampler(np.concatenate(folds[:ii] + folds[ii + 1:])))
-                         for ii in range(len(folds))]
+        train_loaders = [loader(train, sampler=SubsetRandomSampler(folds[1 - ii])) for ii in range(2)]
         eval_loaders = [loader(train, sampler=SubsetRandomSampler(fold)) for fold in folds]
         return train_loaders, eval_loaders, [loader(test, shuffle=False)]
 """
@@ -292,16 +257,13 @@ from toolkit.utils.functions import *
 from toolkit.models import get_models
 from toolkit.dataloader import get_dataloaders
 
-DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'  # upstream calls .cuda()
-
 def train_or_eval_model(args, model, reg_loss, cls_loss, dataloader, epoch, optimizer=None, train=False):
     losses = []
     model.train() if train else model.eval()
     epochs_seen = int(getattr(model.model, 'epoch', -1)) if train else None  # instrumentation for the test
-    for batch, emos, vals, bnames in dataloader:
-        batch = {key: value.to(DEVICE) for key, value in batch.items()}
+    for batch, emos, vals, bnames in dataloader:  # upstream: on the GPU
         features, emos_out, vals_out, interloss = model(batch)
-        loss = interloss + cls_loss(emos_out, emos.to(DEVICE)) + reg_loss(vals_out, vals.to(DEVICE))
+        loss = interloss + cls_loss(emos_out, emos) + reg_loss(vals_out, vals)
         losses.append(loss.item())
         if train:
             optimizer.zero_grad()
@@ -323,7 +285,6 @@ if __name__ == '__main__':
     parser.add_argument('--text_feature',  type=str, default=None, help='text feature name')
     parser.add_argument('--video_feature', type=str, default=None, help='video feature name')
     parser.add_argument('--feat_type',  type=str, default=None, help='feature type [utt, frm_align, frm_unalign]')
-    parser.add_argument('--feat_scale', type=int, default=None, help='pre-compress input from [seqlen, dim] -> [seqlen/scale, dim]')
 
     # Params for model
     parser.add_argument('--hyper_path', type=str, default=None, help='whether choose fixed hyper-params [default use hyperparam tuning]')
@@ -334,21 +295,12 @@ if __name__ == '__main__':
     parser.add_argument('--l2', type=float, default=0.00001, metavar='L2', help='L2 regularization weight')
     parser.add_argument('--batch_size', type=int, default=32, metavar='BS', help='batch size [deal with OOM]')
     parser.add_argument('--epochs', type=int, default=100, metavar='E', help='number of epochs')
-    parser.add_argument('--gpu', default=0, type=int, help='GPU id to use')
     args = parser.parse_args()
     random.seed(0); np.random.seed(0); torch.manual_seed(0)  # the test wants a reproducible run
 
-    if args.feat_type == 'utt':
-        args.feat_scale = 1
-
-    ## generate model_config
-    if args.hyper_path is None:
-        with open('toolkit/model-tune.yaml') as f:
-            model_config = yaml.safe_load(f)[args.model]
-        model_config = func_random_select(model_config)
-    else:
-        with open(args.hyper_path) as f:
-            model_config = yaml.safe_load(f)[args.model]
+    ## generate model_config (upstream: or the fixed values of --hyper_path)
+    with open('toolkit/model-tune.yaml') as f:
+        model_config = func_random_select(yaml.safe_load(f)[args.model])
     args = merge_args_config(args, model_config) # merge params
 
     dataloader_class = get_dataloaders(args)
@@ -357,8 +309,8 @@ if __name__ == '__main__':
 
     report = {'args': {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}, 'folds': []}
     for ii in range(len(train_loaders)):
-        model = get_models(args).to(DEVICE)
-        reg_loss, cls_loss = torch.nn.MSELoss().to(DEVICE), torch.nn.CrossEntropyLoss().to(DEVICE)
+        model = get_models(args)
+        reg_loss, cls_loss = torch.nn.MSELoss(), torch.nn.CrossEntropyLoss()
         optimizer = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.l2)
         fold = {'model_class': type(model.model).__name__, 'train_loss': [], 'epochs_seen': []}
         for epoch in range(args.epochs):
@@ -385,47 +337,36 @@ def write_merbench(root: Path, n_train: int = 48, n_test: int = 16) -> Path:
     """A MERBench checkout at `root` with random MER2023-style features and labels."""
     dataset = root / "dataset" / "mer2023-dataset-process"
     files = {
-        "config.py": (
-            "import os\n"
-            f"DATA_DIR = {{\n\t'MER2023': {str(dataset)!r},\n}}\n"
-            "PATH_TO_FEATURES = {\n\t'MER2023': os.path.join(DATA_DIR['MER2023'], 'features'),\n}\n"
-            "PATH_TO_LABEL = {\n\t'MER2023': os.path.join(DATA_DIR['MER2023'], 'label-6way.npz'),\n}\n"
-        ),
-        "main-release.py": MAIN_RELEASE,
-        "run.sh": "python -u main-release.py --model='attention' --feat_type='utt' --dataset='MER2023' --gpu=0\n",
-        "toolkit/globals.py": GLOBALS,
-        "toolkit/model-tune.yaml": TUNE_YAML,
-        "toolkit/models/__init__.py": MODELS_INIT,
-        "toolkit/models/attention.py": ATTENTION,
-        "toolkit/data/__init__.py": DATA_INIT,
-        "toolkit/data/feat_data.py": FEAT_DATA,
-        "toolkit/dataloader/__init__.py": DATALOADER,
-        "toolkit/utils/functions.py": FUNCTIONS,
+        "config.py": f"import os\nDATA_DIR = {{'MER2023': {str(dataset)!r}}}\n"
+                     "PATH_TO_FEATURES = {'MER2023': os.path.join(DATA_DIR['MER2023'], 'features')}\n"
+                     "PATH_TO_LABEL = {'MER2023': os.path.join(DATA_DIR['MER2023'], 'label-6way.npz')}\n",
+        "main-release.py": MAIN_RELEASE, "toolkit/model-tune.yaml": TUNE_YAML,
+        "toolkit/models/__init__.py": MODELS_INIT, "toolkit/models/attention.py": ATTENTION,
+        "toolkit/data/__init__.py": DATA_INIT, "toolkit/data/feat_data.py": FEAT_DATA,
+        "toolkit/dataloader/__init__.py": DATALOADER, "toolkit/utils/functions.py": FUNCTIONS,
     }
-    stubs = {"tfn": "TFN", "lmf": "LMF", "mfn": "MFN", "mfm": "MFM", "mult": "MULT", "misa": "MISA",
-             "mctn": "MCTN", "mmim": "MMIM", "graph_mfn": "Graph_MFN"}
-    files.update({f"toolkit/models/{module}.py": STUB.format(name=cls) for module, cls in stubs.items()})
+    for module, cls in {"tfn": "TFN", "lmf": "LMF", "mfn": "MFN", "mfm": "MFM", "mult": "MULT", "misa": "MISA",
+                        "mctn": "MCTN", "mmim": "MMIM", "graph_mfn": "Graph_MFN"}.items():
+        files[f"toolkit/models/{module}.py"] = STUB.format(name=cls)
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(text.encode("utf-8"))
+    for modality in DIMS:
+        (dataset / "features" / FEATURES[modality]).mkdir(parents=True)
 
     # Features: <features>/<extractor>-UTT/<name>.npy; labels learnable from the text features.
     rng = np.random.default_rng(0)
     projection = rng.normal(size=(DIMS["text"], len(MER2023_LABELS)))
-    corpora = {}
-    for split, count in (("train", n_train), ("test1", n_test)):
-        corpus = corpora[f"{split}_corpus"] = {}
-        for index in range(count):
-            name = f"sample_{split}_{index:03d}"
-            feats = {m: rng.normal(size=(DIMS[m],)).astype(np.float32) for m in DIMS}
-            if index % 7 == 3:
-                feats["video"][:] = 0.0  # a missing modality, zero-filled as in MERBench
-            for modality, feat in feats.items():
-                (dataset / "features" / FEATURES[modality]).mkdir(parents=True, exist_ok=True)
-                np.save(dataset / "features" / FEATURES[modality] / f"{name}.npy", feat)
-            emo = MER2023_LABELS[int(np.argmax(feats["text"] @ projection))]
-            corpus[name] = {"emo": emo, "val": float(feats["text"][:4].sum())}
-    dataset.mkdir(parents=True, exist_ok=True)
+    corpora = {"train_corpus": {}, "test1_corpus": {}}
+    for index in range(n_train + n_test):
+        name = f"sample_{index:03d}"
+        feats = {m: rng.normal(size=(DIMS[m],)).astype(np.float32) for m in DIMS}
+        feats["video"][:] *= index % 7 != 3  # a missing modality, zero-filled as in MERBench
+        for modality, feat in feats.items():
+            np.save(dataset / "features" / FEATURES[modality] / f"{name}.npy", feat)
+        emo = MER2023_LABELS[int(np.argmax(feats["text"] @ projection))]
+        corpora["train_corpus" if index < n_train else "test1_corpus"][name] = {"emo": emo,
+                                                                               "val": float(feats["text"][:4].sum())}
     np.savez_compressed(dataset / "label-6way.npz", **corpora)
     return root
 
@@ -454,32 +395,23 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
 
-def dict_keys(text: str, name: str) -> dict[str, str]:
-    for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-            return {k.value: ast.unparse(v) for k, v in zip(node.value.keys, node.value.values)}
-    raise AssertionError(f"{name} not found")
-
-
 # --------------------------------------------------------------------------- installer
 
-def test_install_registers_both_models_in_upstream_structures(merbench: Path):
+def test_install_edits_the_upstream_structures(merbench: Path):
     before = snapshot(merbench)
-    result = install(merbench)
-    assert sorted(result.changed) == sorted([
-        "main-release.py", "toolkit/data/__init__.py", "toolkit/model-tune.yaml", "toolkit/models/__init__.py",
-        "toolkit/models/attention_robust.py", "toolkit/models/attention_robust_v2.py",
-    ])
+    assert sorted(install(merbench).changed) == ALL_EDITED
+    # Each registry gets an update right after its dict literal, at its indentation (an earlier installer
+    # wrote an IndentationError there); the classes are imported after the module's imports.
     models_init = (merbench / "toolkit/models/__init__.py").read_text()
-    compile(models_init, "toolkit/models/__init__.py", "exec")  # the earlier installer's IndentationError
-    model_map = dict_keys(models_init, "MODEL_MAP")
-    assert model_map["attention_robust_v2"] == "AttentionRobustV2"
-    assert model_map["attention_robust"] == "AttentionRobust"
-    assert model_map["mult"] == "MULT" and len(model_map) == 12
-    assert "from .attention_robust_v2 import AttentionRobustV2\n" in models_init
-
-    data_map = dict_keys((merbench / "toolkit/data/__init__.py").read_text(), "MODEL_DATASET_MAP")
-    assert data_map["attention_robust_v2"] == "Data_Feat" and data_map["attention_robust"] == "Data_Feat"
+    compile(models_init, "toolkit/models/__init__.py", "exec")
+    assert "from .attention import Attention\n# >>> armer-merbench" in models_init
+    assert "\nfrom .attention_robust_v2 import AttentionRobustV2\nfrom .attention_robust import AttentionRobust\n" in (
+        models_init)
+    assert ("\n        }\n        # >>> armer-merbench: written by `python -m armer.merbench install`, removed by its "
+            "`uninstall` >>>\n        MODEL_MAP.update({'attention_robust_v2': AttentionRobustV2, 'attention_robust': "
+            "AttentionRobust})\n        # <<< armer-merbench <<<\n        self.model = ") in models_init
+    assert ("        MODEL_DATASET_MAP.update({'attention_robust_v2': Data_Feat, 'attention_robust': Data_Feat})\n"
+            in (merbench / "toolkit/data/__init__.py").read_text())
 
     tune_text = (merbench / "toolkit/model-tune.yaml").read_text()
     tune = yaml.safe_load(tune_text)
@@ -489,9 +421,8 @@ def test_install_registers_both_models_in_upstream_structures(merbench: Path):
         "num_attention_heads": [4], "modality_dropout": [0.15], "modality_dropout_warmup": [20],
         "grad_clip": [-1.0], "lr": [0.001],
     }
-    v2 = tune["attention_robust_v2"]
+    v2, defaults = tune["attention_robust_v2"], ModelConfig()
     assert {key: v2[key] for key in seed} == seed
-    defaults = ModelConfig()
     assert all(v2[key] == [getattr(defaults, key)] for key in v2 if key not in ("lr", "grad_clip"))  # later ones too
     # Each setting's line carries its help, as ModelConfig declares it (no help: no comment).
     for f in fields(ModelConfig):
@@ -512,34 +443,17 @@ def test_install_registers_both_models_in_upstream_structures(merbench: Path):
     for rel in ("main-release.py", "toolkit/models/__init__.py", "toolkit/data/__init__.py"):
         assert strip_blocks((merbench / rel).read_text()).encode() == before[rel]
         assert (merbench / ".armer-merbench/backup" / rel).read_bytes() == before[rel]
-    shim = (merbench / "toolkit/models/attention_robust_v2.py").read_text()
-    assert "from armer.merbench.adapter import AttentionRobustV2" in shim
-
-
-def test_install_is_idempotent_and_refreshes_an_outdated_block(merbench: Path):
-    before = snapshot(merbench)
-    install(merbench)
-    installed = snapshot(merbench)
-    result = install(merbench)
-    assert result.changed == [] and any("nothing changed" in m for m in result.messages)
-    assert snapshot(merbench) == installed
-    # A block from an older armer (here: one flag missing) is replaced, not duplicated.
-    main = merbench / "main-release.py"
-    main.write_text("".join(line for line in main.read_text().splitlines(True) if "'--modality_noise'" not in line))
-    assert install(merbench).changed == ["main-release.py"] and snapshot(merbench) == installed
-    uninstall(merbench)
-    assert snapshot(merbench) == before
+    assert "from armer.merbench.adapter import AttentionRobustV2" in (merbench / ALL_EDITED[-1]).read_text()
 
 
 def test_dry_run_prints_the_edits_and_writes_nothing(merbench: Path, capsys):
     before = snapshot(merbench)
     assert installer.main(["install", str(merbench), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "+++ b/toolkit/models/__init__.py" in out
-    assert "+            'attention_robust_v2': AttentionRobustV2,\n" in out
-    assert "+attention_robust_v2:\n" in out
-    assert "+    parser.add_argument('--use_vae'" in out
-    assert "+++ b/toolkit/models/attention_robust_v2.py" in out
+    for line in ("+++ b/toolkit/models/__init__.py", "+        MODEL_MAP.update({'attention_robust_v2': ",
+                 "+attention_robust_v2:\n", "+    parser.add_argument('--use_vae'",
+                 "+++ b/toolkit/models/attention_robust_v2.py", "dry run: 6 file(s) would change"):
+        assert line in out
     assert snapshot(merbench) == before
     install(merbench)
     installed = snapshot(merbench)
@@ -548,16 +462,25 @@ def test_dry_run_prints_the_edits_and_writes_nothing(merbench: Path, capsys):
     assert snapshot(merbench) == installed
 
 
+def test_install_is_idempotent_and_refreshes_an_outdated_block(merbench: Path):
+    install(merbench)
+    installed = snapshot(merbench)
+    result = install(merbench)
+    assert result.changed == [] and "nothing changed" in result.messages[-1] and snapshot(merbench) == installed
+    # A block from an older armer (here: one flag missing) is replaced, not duplicated.
+    main = merbench / "main-release.py"
+    main.write_text("".join(line for line in main.read_text().splitlines(True) if "'--modality_noise'" not in line))
+    assert install(merbench).changed == ["main-release.py"] and snapshot(merbench) == installed
+
+
 def test_uninstall_restores_every_file_byte_identical(merbench: Path):
     before = snapshot(merbench)
     install(merbench)
     models = merbench / "toolkit/models"
     for module in ("attention_robust_v2", "attention_robust", "attention"):  # as MERBench's imports leave them
         py_compile.compile(str(models / f"{module}.py"), doraise=True)
-    assert snapshot(merbench) != before
-    result = uninstall(merbench)
+    assert sorted(uninstall(merbench).changed) == ALL_EDITED
     assert snapshot(merbench) == before  # shims and .armer-merbench/ gone, edited files as they were
-    assert "toolkit/models/attention_robust_v2.py" in result.changed
     assert [p.name.split(".")[0] for p in (models / "__pycache__").iterdir()] == ["attention"]  # only the shims'
     assert uninstall(merbench).changed == []  # a second uninstall has nothing to do
 
@@ -574,9 +497,10 @@ def test_uninstall_keeps_later_changes_and_refuses_damaged_markers_unless_forced
     main.write_text(main.read_text() + "print('my own change')\n")
     damaged = init.read_text().replace("# <<< armer-merbench <<<", "# (someone removed the end marker)", 1)
     init.write_text(damaged)
-    with pytest.raises(MERBenchError, match="--force"):
-        uninstall(merbench)
-    assert init.read_text() == damaged  # refused: nothing changed
+    for attempt in (lambda: uninstall(merbench), lambda: install(merbench)):
+        with pytest.raises(MERBenchError, match="marker at line 46. Nothing was written; `uninstall --force` restores"):
+            attempt()
+        assert init.read_text() == damaged  # refused: nothing changed
     result = uninstall(merbench, force=True)
     assert main.read_bytes() == before["main-release.py"] + b"print('my own change')\n"
     assert any("kept your other changes" in m for m in result.messages)
@@ -586,51 +510,50 @@ def test_uninstall_keeps_later_changes_and_refuses_damaged_markers_unless_forced
 
 def test_an_edit_that_would_not_compile_writes_nothing(merbench: Path, monkeypatch):
     before = snapshot(merbench)
-    broken = ("MODEL_DATASET_MAP", dict.fromkeys(installer.DEFAULT_MODELS, "Data_Feat)"))  # an edit with a bug
-    monkeypatch.setitem(installer.MAPS, installer.DATA_INIT, broken)
-    with pytest.raises(MERBenchError, match=r"nothing was written:\n.*edited toolkit/data/__init__.py would not compile"):
+    def broken(text, tree, rel, models):  # an edit with a bug
+        return 10, "        ", ["MODEL_DATASET_MAP.update({'attention_robust_v2': Data_Feat)"]
+
+    monkeypatch.setitem(installer.EDITS, installer.DATA_INIT, (broken,))
+    with pytest.raises(MERBenchError, match=r"edited toolkit/data/__init__.py would not compile.*nothing was written"):
         install(merbench)
     assert snapshot(merbench) == before
 
 
 @pytest.mark.parametrize("case", ["empty", "missing", "mertools_root", "half"])
 def test_not_a_merbench_checkout(tmp_path: Path, case: str, capsys):
-    if case == "empty":
-        path = tmp_path
-    elif case == "missing":
-        path = tmp_path / "does-not-exist"
-    elif case == "mertools_root":
+    path = {"empty": tmp_path, "missing": tmp_path / "does-not-exist", "mertools_root": tmp_path / "MERTools",
+            "half": tmp_path / "MERTools" / "MERBench"}[case]
+    if case in ("mertools_root", "half"):
         write_merbench(tmp_path / "MERTools" / "MERBench", n_train=0, n_test=0)
-        path = tmp_path / "MERTools"
-    else:
-        path = write_merbench(tmp_path / "MERBench", n_train=0, n_test=0)
+    if case == "half":
         (path / "toolkit/model-tune.yaml").unlink()
     before = snapshot(tmp_path)
-    with pytest.raises(NotMERBenchError, match="not a MERBench checkout|does not exist"):
-        install(path)
+    for attempt in (install, uninstall, installer.status, installer.check):
+        with pytest.raises(NotMERBenchError, match="is not a MERBench checkout"):
+            attempt(path)
     assert installer.main(["install", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
-    if case == "mertools_root":
-        assert "Did you mean" in err and str(tmp_path / "MERTools" / "MERBench") in err
-    if case == "half":
-        assert "toolkit/model-tune.yaml" in err
+    assert err.startswith("error: ") and "Pass the MERBench folder" in err
+    assert ("Did you mean" in err and str(tmp_path / "MERTools" / "MERBench") in err) == (case == "mertools_root")
+    assert ("missing toolkit/model-tune.yaml" in err) == (case == "half")
     assert snapshot(tmp_path) == before
 
 
 def test_existing_model_of_the_same_name_is_a_clear_error(merbench: Path):
     # A checkout that already has its own V1 `attention_robust` (as forks of MERBench do).
     init = merbench / "toolkit/models/__init__.py"
-    init.write_text(init.read_text()
-                    .replace("from .attention import Attention\n", "from .attention import Attention\nfrom .attention import Attention as AttentionRobust\n")
-                    .replace("'attention': Attention,\n", "'attention': Attention,\n            'attention_robust': AttentionRobust,\n"))
+    fork = init.read_text().replace("'attention': Attention,\n", "'attention': Attention,\n"
+                                    "            'attention_robust': AttentionRobust,\n")
+    init.write_text(fork.replace("from .attention import Attention\n", "from .attention import Attention\n"
+                                 "from .attention import Attention as AttentionRobust\n"))
     before = snapshot(merbench)
-    with pytest.raises(MERBenchError, match="--models attention_robust_v2"):
+    with pytest.raises(MERBenchError, match="registers a model named 'attention_robust'.*--models attention_robust_v2"):
         install(merbench)
     assert snapshot(merbench) == before
     install(merbench, models="attention_robust_v2")
-    model_map = dict_keys(init.read_text(), "MODEL_MAP")
-    assert model_map["attention_robust"] == "AttentionRobust" and model_map["attention_robust_v2"] == "AttentionRobustV2"
+    text = init.read_text()
+    assert "'attention_robust': AttentionRobust,\n" in text
+    assert "MODEL_MAP.update({'attention_robust_v2': AttentionRobustV2})" in text
     assert not (merbench / "toolkit/models/attention_robust.py").exists()
     uninstall(merbench)
     assert snapshot(merbench) == before
@@ -787,18 +710,17 @@ def test_adapter_reads_args_with_defaults_and_merbench_conventions():
 
 def test_main_release_trains_the_installed_model(merbench: Path):
     """MERBench's own entry script: flags, model-tune.yaml draw, get_models, the training loop."""
-    env = subprocess_env()
     assert installer.main(["install", str(merbench), "--no-check"]) == 0
-    common = ["--feat_type", "utt", "--dataset", "MER2023", "--audio_feature", FEATURES["audio"],
-              "--text_feature", FEATURES["text"], "--video_feature", FEATURES["video"], "--batch_size", "8"]
-    flags = ["--model", "attention_robust_v2", "--epochs", "4", "--kl_weight", "0.05", "--modality_dropout_warmup", "2",
-             "--use_proxy_attention", "false", "--no-use_vae", "--save_root", "saved"]
-    run = subprocess.run([sys.executable, "main-release.py", *common, *flags], cwd=merbench, env=env,
+    flags = ["--feat_type", "utt", "--dataset", "MER2023", "--audio_feature", FEATURES["audio"],
+             "--text_feature", FEATURES["text"], "--video_feature", FEATURES["video"], "--batch_size", "8",
+             "--model", "attention_robust_v2", "--epochs", "4", "--kl_weight", "0.05", "--modality_dropout_warmup", "2",
+             "--use_proxy_attention", "false", "--expert_fusion", "Yes", "--no-use_vae", "--save_root", "saved"]
+    run = subprocess.run([sys.executable, "main-release.py", *flags], cwd=merbench, env=subprocess_env(),
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads((merbench / "saved" / "report.json").read_text())
     assert report["args"]["kl_weight"] == 0.05 and report["args"]["use_proxy_attention"] is False  # flags
-    assert report["args"]["use_vae"] is False  # --no-use_vae, armer.train's spelling
+    assert report["args"]["expert_fusion"] is True and report["args"]["use_vae"] is False  # --no-X: armer.train's
     assert report["args"]["hidden_dim"] == 128 and report["args"]["recon_weight"] == 0.1  # model-tune.yaml
     assert len(report["folds"]) == 2
     for fold in report["folds"]:
@@ -819,6 +741,9 @@ def test_cli_install_checks_the_import_and_status(merbench: Path, monkeypatch, c
     run = subprocess.run([sys.executable, "-m", "armer.merbench", "status", str(merbench)], env=subprocess_env(),
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0 and "toolkit/models/__init__.py: as installed" in run.stdout, run.stderr
+    main = merbench / "main-release.py"
+    main.write_text(main.read_text() + "print('my own change')\n")
+    assert "  main-release.py: CHANGED since install" in installer.status(merbench)
     # When MERBench's Python cannot import armer (here: a module `armer` shadows the package), the
     # check fails loudly and the shim names the fix; MERBench's other models still import.
     (merbench / "armer.py").write_text("")

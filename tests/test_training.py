@@ -8,13 +8,14 @@ import torch
 
 from armer.config import TrainConfig
 from armer.constants import FEATURE_KEYS, MODALITIES
+from armer.data import load_dataset
 from armer.evaluate.conditions import predict, to_batch
 from armer.evaluate.metrics import emoval
 from armer.model.missing import MISSING_RATES
 from armer.model.modeling import create_model
 from armer.train.folds import fold_indices
 from armer.train.loop import padded_index, train_folds, weight_spread, with_degraded_views
-from conftest import tiny_config
+from conftest import feature_names, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,69 @@ def test_training_on_degraded_views_teaches_the_weight_to_fall_on_them(planted_t
     assert response["audio"]["weight_degraded"] < 0.85 * response["audio"]["weight_clean"]
     assert abs(response["video"]["weight_degraded"] - response["video"]["weight_clean"]) < 0.02  # its view is clean
     assert response["all"]["waf"] > 0.85
+
+
+def load_tree(paths: dict):
+    return load_dataset(paths["features_root"], paths["label_path"], feature_names(paths))
+
+
+def test_divergence_is_detected_per_member():
+    from armer.train.loop import diverged_members
+
+    model = create_model(tiny_config(), members=3)
+    assert diverged_members(model, torch.zeros(3), [0.5, 0.5, 0.5]) == {}
+    with torch.no_grad():
+        model.emotion_head.weight[1, 0, 0] = float("inf")
+    found = diverged_members(model, torch.tensor([0.0, 0.0, float("nan")]), [0.5, 0.5, float("nan")])
+    assert found == {1: ["weights"], 2: ["training cross-entropy", "validation emoval"]}
+
+
+def test_a_fold_without_a_finite_validation_score_stops_training(tiny_tree, monkeypatch):
+    from armer.train import loop
+
+    monkeypatch.setattr(loop, "emoval", lambda metrics, has_valence: float("nan"))
+    with pytest.raises(loop.TrainingError, match=r"^training diverged: folds 1, 2 at epoch 1 \(non-finite validation "
+                                                 r"emoval; every loss term finite.*Lower --lr \(now 0.001\)"):
+        train_folds(load_tree(tiny_tree), tiny_config(), TrainConfig(epochs=3, num_folds=2, workers=1))
+
+
+def test_a_worker_whose_fold_diverges_stops_the_other_workers(tiny_tree, tmp_path, monkeypatch):
+    """Folds 1 2 and fold 3 train in two processes; fold 3 diverges at its epoch 2 (faked), the other stops soon."""
+    from armer.train import loop
+
+    original = loop.diverged_members
+
+    def fold_3_diverges_at_epoch_2(model, ce, values):
+        epochs = tmp_path / f"epochs_of_a_{model.members}_member_network"  # written by each worker process
+        with epochs.open("a") as f:
+            f.write(".")
+        if model.members == 1 and len(epochs.read_text()) == 2:
+            return {0: ["weights"]}
+        return original(model, ce, values)
+
+    monkeypatch.setattr(loop, "diverged_members", fold_3_diverges_at_epoch_2)
+    with pytest.raises(loop.TrainingError, match=r"^training diverged: fold 3 at epoch 2 \(non-finite weights; "):
+        train_folds(load_tree(tiny_tree), tiny_config(), TrainConfig(epochs=200, num_folds=3, workers=2))
+    assert len((tmp_path / "epochs_of_a_2_member_network").read_text()) < 200
+
+
+def test_a_modality_no_training_sample_has_is_masked_and_its_conditions_are_not_applicable(tiny_tree):
+    """Video absent from the whole train corpus (with degraded views, to cover their response too)."""
+    dataset = load_tree(tiny_tree)
+    train = dataset.train
+    present = train.present.copy()
+    present[:, 2] = False
+    features = [*train.features[:2], np.zeros_like(train.features[2])]
+    no_video = type(train)(**{**vars(train), "features": features, "present": present})
+    no_video = no_video.subset(np.flatnonzero(present.any(axis=1)))  # as load_dataset leaves out samples with nothing
+    features = no_video.features
+    dataset = type(dataset)(**{**vars(dataset), "corpora": {**dataset.corpora, "train": no_video}})
+    result = train_folds(with_views(dataset, [-f for f in features]), tiny_config(),
+                         TrainConfig(epochs=2, num_folds=2, workers=1, degraded_views=0.5))
+    validation = result.validation
+    assert validation["video_only"] is None and validation["weight_spread"]["video"] is None
+    assert validation["degraded"]["video"] is None and validation["degraded"]["audio"] is not None
+    for name in ("full", "drop_video", "audio_only", "text_only"):
+        assert 0.0 <= validation[name]["waf"] <= 1.0 and np.isfinite(validation[name]["val_mse"])
+    assert all(np.isfinite(validation["missing_rate"][r]["waf"]) for r in validation["missing_rate"])
+    assert all(np.isfinite(validation["weight_spread"][m]) for m in ("audio", "text"))

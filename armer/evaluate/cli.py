@@ -5,12 +5,15 @@
 
 Conditions per corpus: full, the six fixed drop patterns, the missing-rate sweep (r = 0.1..0.7)
 and its mean, and Gaussian feature noise on each modality (--noise_levels, in feature stds).
-Writes `<out>/results.json` and `<out>/results.md`; prints the Markdown table.
+Writes `<out>/results.json` and `<out>/results.md`; prints the Markdown table. Conditions that need
+a modality the data lacks altogether are null in JSON, n/a in Markdown. Bad arguments exit with
+status 2 and one `error: ...` line.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -41,9 +44,24 @@ def resolve_checkpoint(path: str) -> Path:
     return folder / "checkpoint" if (folder / "checkpoint" / "config.json").is_file() else folder
 
 
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the parsed arguments, if anything."""
+    bad = [level for level in args.noise_levels if not 0.0 <= level < math.inf]
+    if bad:
+        return f"--noise_levels {' '.join(map(str, bad))}: noise levels are feature stds, finite and >= 0"
+    if args.seed < 0:
+        return f"--seed {args.seed} must be >= 0"
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out} is a file, not a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = check_arguments(args)
+    if problem:
+        parser.exit(2, f"error: {problem}\n")
     try:
         model, info = load_checkpoint(resolve_checkpoint(args.checkpoint))
         names = {m: getattr(args, f"{m}_feature") or info.features[m]["name"] for m in MODALITIES}

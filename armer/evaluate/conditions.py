@@ -5,7 +5,9 @@ validation folds): `full`; the six fixed drop patterns; the missing-rate sweep r
 (seeded, all-missing draws redrawn) and its mean. `evaluate_corpus` adds, optionally, Gaussian
 feature noise on each modality. Every condition of a corpus reports WAF, accuracy, valence MSE
 (when trained) and the mean fusion weight and sigma of each modality over the samples where it is
-present.
+present. A modality the data lacks altogether is a case of its own: the conditions that need it
+(a drop pattern keeping only absent modalities, noise on an absent modality) are None, "n/a" in
+Markdown, and the missing-rate sweep drops the modalities that exist.
 """
 from __future__ import annotations
 
@@ -89,16 +91,23 @@ def evaluate_mask(model: Ensemble, data: dict[str, torch.Tensor], mask: np.ndarr
     return result
 
 
-def mean_of(results: list[dict[str, Any]]) -> dict[str, float]:
+def mean_of(results: list[dict[str, Any] | None]) -> dict[str, float]:
+    """The mean WAF, accuracy and valence MSE of `results`, leaving out the None ones (not applicable)."""
+    results = [r for r in results if r is not None]
     keys = [k for k in ("waf", "acc", "val_mse") if all(k in r for r in results)]
     return {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
-def score_conditions(score_mask: Callable[[np.ndarray], dict[str, Any]], present: np.ndarray, seed: int) -> dict[str, Any]:
+def score_conditions(score_mask: Callable[[np.ndarray], dict[str, Any]], present: np.ndarray, seed: int
+                     ) -> dict[str, Any]:
     """`score_mask` of each condition's presence mask (N, 3): `full` (`present`), the six drop
-    patterns, and under `missing_rate` the sweep's rates (masks seeded by `seed`) and their `mean`."""
-    results = {"full": score_mask(present)}
-    results.update({name: score_mask(pattern_mask(present, keep)) for name, keep in DROP_PATTERNS.items()})
+    patterns (None, not applicable, for one that leaves no sample a modality: it keeps only
+    modalities the data lacks), and under `missing_rate` the sweep's rates (masks seeded by `seed`)
+    and their `mean`."""
+    results: dict[str, Any] = {"full": score_mask(present)}
+    for name, keep in DROP_PATTERNS.items():
+        mask = pattern_mask(present, keep)
+        results[name] = score_mask(mask) if mask.any() else None
     sweep = {rate: score_mask(mask) for rate, mask in sweep_masks(present, seed).items()}
     sweep["mean"] = mean_of(list(sweep.values()))
     results["missing_rate"] = sweep
@@ -124,6 +133,9 @@ def evaluate_corpus(
         noise = {}
         for level in noise_levels:
             for i, (modality, key) in enumerate(zip(MODALITIES, FEATURE_KEYS)):
+                if not present[:, i].any():  # noise on a modality no sample has: not applicable
+                    noise[f"{modality}@{level:g}"] = None
+                    continue
                 noisy = add_feature_noise(corpus.features[i], present[:, i], level, seed + i)
                 noise[f"{modality}@{level:g}"] = evaluate_mask(model, dict(data, **{key: torch.from_numpy(noisy)}),
                                                                present, has_valence)
@@ -132,13 +144,13 @@ def evaluate_corpus(
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per condition, WAF / accuracy per corpus (valence MSE when present)."""
+    """One row per condition, WAF / accuracy per corpus ("n/a" where a condition does not apply)."""
     corpora = list(results)
     header = "| condition | " + " | ".join(f"{c} WAF | {c} ACC" for c in corpora) + " |"
     lines = [header, "|" + "---|" * (1 + 2 * len(corpora))]
 
-    def row(label: str, picks: list[dict[str, Any]]) -> str:
-        cells = " | ".join(f"{p['waf']:.4f} | {p['acc']:.4f}" for p in picks)
+    def row(label: str, picks: list[dict[str, Any] | None]) -> str:
+        cells = " | ".join("n/a | n/a" if p is None else f"{p['waf']:.4f} | {p['acc']:.4f}" for p in picks)
         return f"| {label} | {cells} |"
 
     first = results[corpora[0]]

@@ -23,7 +23,7 @@ def condition_row(results: dict) -> list[float]:
     """Weighted F1 with all modalities, mean over the six drop patterns, mean of the missing-rate sweep."""
     return [
         results["full"]["waf"],
-        float(np.mean([results[p]["waf"] for p in DROP_PATTERNS])),
+        float(np.mean([results[p]["waf"] for p in DROP_PATTERNS if results[p] is not None])),  # None: n/a
         results["missing_rate"]["mean"]["waf"],
     ]
 
@@ -34,7 +34,8 @@ def validation_row(summary: dict) -> list[float | None]:
     if not validation:  # runs from before armer.train scored the validation folds
         return [None, None, None, None]
     spread = validation.get("weight_spread")
-    return condition_row(validation) + [float(np.mean(list(spread.values()))) if spread else None]
+    spreads = [v for v in (spread or {}).values() if v is not None]  # None: a modality the data lacks
+    return condition_row(validation) + [float(np.mean(spreads)) if spreads else None]
 
 
 def degraded_cell(summary: dict) -> str:

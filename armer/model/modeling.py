@@ -349,6 +349,10 @@ class AttentionRobustV2(RobustBase):
         h = self.ffn_norm(h + self.drop(self.ffn(h)))
         return h, att.mean(dim=-2)
 
+    def recon_block(self, modality: int, decoder: Decoder) -> int:
+        """The output block of ``decoder`` scored this step (``recon_dims``): one at random."""
+        return int(torch.randint(len(decoder.blocks), ()))
+
     def interloss_terms(self, mu: torch.Tensor, logvar: torch.Tensor, proxy: torch.Tensor, raw: list[torch.Tensor],
                         data_present: torch.Tensor, used: torch.Tensor) -> dict[str, torch.Tensor]:
         """KL to the prior and cross-modal KL over the used modalities; reconstruction of every
@@ -361,7 +365,7 @@ class AttentionRobustV2(RobustBase):
         if cfg.recon_weight > 0:
             predictions, targets = [], []
             for i, (x, decoder) in enumerate(zip(raw, self.decoders)):
-                block = int(torch.randint(len(decoder.blocks), ()))
+                block = self.recon_block(i, decoder)
                 target = self.normalizer(i, x, data_present[..., i], decoder.block_slice(block))
                 predictions.append(decoder(proxy, block))
                 targets.append(pool_frames(target, self.sample_rank))

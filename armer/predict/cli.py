@@ -6,7 +6,8 @@
 
 Prints ``Prediction.to_json()`` (probabilities, top label, valence, fusion weights, sigma,
 attention, transcript, face share, timings, notices). Exit status 2 with a message on stderr for
-input that cannot be used.
+input that cannot be used: each input must be a regular file (not a pipe or a device) of at most
+MAX_FILE_MB (500) MB, and a transcript is cut to 10,000 characters and 1,000 words (with a notice).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import json
 import sys
 
 from armer.constants import MODALITIES
-from armer.predict.predictor import DEFAULT_CHECKPOINT, Degrade, InferenceError, Predictor
+from armer.predict.predictor import DEFAULT_CHECKPOINT, MAX_FILE_MB, Degrade, InferenceError, Predictor
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
@@ -58,7 +59,8 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m armer.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("clip", nargs="?", help="video, audio or image file")
+    parser.add_argument("clip", nargs="?",
+                        help=f"video, audio or image file (a regular file of at most {MAX_FILE_MB} MB)")
     parser.add_argument("--audio", help="an audio file (replaces the clip's audio track)")
     parser.add_argument("--image", help="an image file (replaces the clip's frames)")
     parser.add_argument("--text", help="the transcript (default: transcribe the speech)")

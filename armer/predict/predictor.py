@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +34,15 @@ from armer.constants import FEATURE_KEYS, MODALITIES
 from armer.extractors.degrade import Degrade, InputError
 from armer.extractors.featurize import LRUCache, Sources, Steps, clean_text, featurize
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints"
+# The demo checkpoint: $ARMER_CHECKPOINT, else the checkpoints/ folder of the checkout this package
+# runs from (an installed package has none: pass --checkpoint or set ARMER_CHECKPOINT).
+DEFAULT_CHECKPOINT = Path(os.environ.get("ARMER_CHECKPOINT") or Path(__file__).resolve().parents[2] / "checkpoints")
 MAX_SECONDS = 60.0  # longer clips are truncated by the decoder, with a notice
+MAX_FILE_MB = 500  # a larger input file is refused before it is read
+MB = 1 << 20
+# bytes each cache may hold: decoded files, transcripts and face crops (whole frames when no face is
+# found), and (D,) feature vectors; least recently used entries go first
+CACHE_BYTES = {"media": 512 * MB, "derived": 256 * MB, "features": 16 * MB}
 # step -> (fraction, description) for progress bars; the video steps run in a worker thread, unannounced
 PROGRESS = {"audio features": (0.15, "audio features"), "transcribe": (0.35, "transcribing the speech"),
             "text features": (0.55, "text features")}
@@ -74,11 +82,12 @@ class Predictor:
         ensemble, info: from ``armer.checkpoint.load_checkpoint``.
         extractors: modality -> backend name or ``extractors.Extractor`` instance; defaults to the
             checkpoint's ``info.extractors``, else ``armer.extractors.DEFAULT_EXTRACTORS``.
-        source: where the checkpoint came from (shown by the app).
+        source: where the checkpoint came from (the app shows its ``source_name``).
+        cache_bytes: overrides of ``CACHE_BYTES`` (media, derived, features).
     """
 
     def __init__(self, ensemble: torch.nn.Module, info: CheckpointInfo, extractors: dict[str, Any] | None = None,
-                 source: str = "") -> None:
+                 source: str = "", cache_bytes: dict[str, int] | None = None) -> None:
         from armer.extractors import DEFAULT_EXTRACTORS, create_extractor
 
         self.ensemble = ensemble.eval()
@@ -97,10 +106,11 @@ class Predictor:
                 raise InferenceError(f"extractor {ext.name!r} gives {ext.dim}-d {m} features but the checkpoint "
                                      f"expects {dim}-d ({info.features[m]['name']})")
             self.extractors[m] = ext
-        self._media = LRUCache(8)  # file digest -> Media
-        self._file_digests = LRUCache(64)  # (path, size, mtime) -> digest
-        features = LRUCache(512)  # (modality, input digest, setting) -> (D,) float32
-        derived = LRUCache(64)  # transcripts and face crops, by input digest
+        budget = {**CACHE_BYTES, **(cache_bytes or {})}
+        self._media = LRUCache(max_bytes=budget["media"])  # file digest -> Media
+        self._file_digests = LRUCache(256)  # (path, size, mtime) -> digest
+        features = LRUCache(max_bytes=budget["features"])  # (modality, input digest, setting) -> (D,) float32
+        derived = LRUCache(max_bytes=budget["derived"])  # transcripts and face crops, by input digest
         self._caches = {"audio": features, "text": features, "video": features, "transcript": derived,
                         "faces": derived}
         self._locks = {k: threading.Lock() for k in ("decode", "audio", "text", "video")}
@@ -114,7 +124,8 @@ class Predictor:
             raise FileNotFoundError(
                 f"no ARMER checkpoint in {directory} (config.json + model.safetensors). Train one with "
                 f"`SYNTHETIC=1 bash scripts/train_v2.sh` (or `python -m armer.train ... --save_root runs/v2`) and "
-                f"pass --checkpoint runs/v2/checkpoint, or copy the demo checkpoint into {directory}; "
+                f"pass --checkpoint runs/v2/checkpoint (or set ARMER_CHECKPOINT), or copy the demo checkpoint into "
+                f"{directory}; "
                 f"`python scripts/make_tiny_checkpoint.py {directory}` makes an untrained one for trying the demo.")
         ensemble, info = load_checkpoint(directory)
         return cls(ensemble, info, extractors, source=str(directory))
@@ -124,30 +135,54 @@ class Predictor:
         for ext in self.extractors.values():
             ext.load()
 
+    @property
+    def source_name(self) -> str:
+        """The checkpoint folder as a page may show it: relative to the repository, else its name."""
+        if not self.source:
+            return "(in memory)"
+        path = Path(self.source).resolve()
+        root = Path(__file__).resolve().parents[2]
+        return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
+    def caches(self) -> dict[str, LRUCache]:
+        """The caches by name (media, derived, features): their ``nbytes`` is what they hold."""
+        return {"media": self._media, "derived": self._caches["faces"], "features": self._caches["audio"]}
+
     def describe(self) -> str:
-        """One line naming the checkpoint and the extractors."""
+        """One line naming the checkpoint (``source_name``, no server path) and the extractors."""
         cfg = self.info.model
         exts = ", ".join(f"{m}: {e.name} ({e.dim}-d)" for m, e in self.extractors.items())
-        return (f"checkpoint {self.source or '(in memory)'}: {cfg.model}, {self.info.num_members} member(s), "
+        return (f"checkpoint {self.source_name}: {cfg.model}, {self.info.num_members} member(s), "
                 f"labels {', '.join(self.info.label_names)}; extractors {exts}")
 
     # --- stages -----------------------------------------------------------------------------
 
     def _file_digest(self, path: str | os.PathLike) -> str:
+        """The content digest of an input file, after checking that it is a regular file of at most
+        MAX_FILE_MB (a pipe or a device would be read forever). Opened without blocking, then checked."""
         p = Path(path)
         try:
-            st = p.stat()
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError as err:
             raise InferenceError(f"{p.name}: cannot read the file ({err.strerror or err})") from err
-        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-        digest = self._file_digests.get(key)
-        if digest is None:
-            h = hashlib.sha1()
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise InferenceError(f"{p.name}: is a folder, not a media file")
+            if not stat.S_ISREG(st.st_mode):
+                raise InferenceError(f"{p.name}: not a regular file (a pipe, device or socket): give a media file")
+            if st.st_size > MAX_FILE_MB * MB:
+                raise InferenceError(f"{p.name}: the file is {st.st_size / MB:.0f} MB; the limit is {MAX_FILE_MB} MB")
+            key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+            digest = self._file_digests.get(key)
+            if digest is None:
+                h = hashlib.sha1()
+                for block in iter(lambda: os.read(fd, 1 << 20), b""):
                     h.update(block)
-            digest = h.hexdigest() + p.suffix.lower()  # the extension decides how the bytes are decoded
-            self._file_digests.put(key, digest)
+                digest = h.hexdigest() + p.suffix.lower()  # the extension decides how the bytes are decoded
+                self._file_digests.put(key, digest)
+        finally:
+            os.close(fd)
         return digest
 
     def _load(self, path: str | os.PathLike, steps: Steps) -> tuple[str, str, Any]:

@@ -12,6 +12,10 @@ ensemble), `history.json` (per epoch and fold) and `summary.json` (per test corp
 full, the six drop patterns, the missing-rate sweep and its mean; WAF, accuracy, valence MSE; and
 `validation`: each fold's kept model on its own validation samples under the same conditions,
 and the spread of its fusion weights).
+
+Bad arguments (settings out of range, fewer samples or groups than folds) exit with status 2, and
+a training run that diverges with status 1, each with one `error: ...` line and nothing written
+but `train.log`.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from armer.config import ModelConfig, TrainConfig
 from armer.constants import MODALITIES
 from armer.data import DataError, has_degraded_views, load_dataset
 from armer.evaluate.conditions import evaluate_corpus, markdown_table
-from armer.train.loop import train_folds
+from armer.train.folds import validation_folds
+from armer.train.loop import TrainingError, train_folds
 
 log = logging.getLogger("armer.train")
 
@@ -55,13 +60,19 @@ def extractor_names(feature_names: dict[str, str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # the settings are checked before anything is loaded or written (the model's dims: placeholders)
+        train_config = settings_from_args(TrainConfig, args)
+        settings_from_args(ModelConfig, args)
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
     save_root = Path(args.save_root)
-    setup_logging(save_root / "train.log")
+    try:
+        setup_logging(save_root / "train.log")
+    except OSError as exc:
+        parser.exit(2, f"error: cannot write the log under --save_root {save_root}: {exc}\n")
     started = time.perf_counter()
     names = {"audio": args.audio_feature, "text": args.text_feature, "video": args.video_feature}
     try:
-        if not 0.0 <= args.degraded_views <= 1.0:
-            raise DataError(f"--degraded_views {args.degraded_views} must be in [0, 1]")
         # Views present but not trained on (--degraded_views 0) are still loaded: validation then
         # reports how the weights respond to them, for comparison with runs that trained on them.
         views = args.degraded_views > 0 or has_degraded_views(args.features_root, names, args.feat_type)
@@ -73,9 +84,15 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("data: %s; dims %s; classes %s; valence %s", {n: len(c) for n, c in dataset.corpora.items()},
              dataset.dims, dataset.label_names, dataset.has_valence)
     dims = {f"{m}_dim": dim for m, dim in zip(MODALITIES, dataset.dims)}
-    model_config = settings_from_args(ModelConfig, args, **dims, output_dim1=len(dataset.label_names))
-    train_config = settings_from_args(TrainConfig, args)
-    result = train_folds(dataset, model_config, train_config)
+    try:
+        model_config = settings_from_args(ModelConfig, args, **dims, output_dim1=len(dataset.label_names))
+        validation_folds(dataset.train.samples, train_config)  # enough samples (or groups) for the folds
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    try:
+        result = train_folds(dataset, model_config, train_config)
+    except TrainingError as exc:
+        parser.exit(1, f"error: {exc}\n")
     info = CheckpointInfo(
         model=model_config, label_names=dataset.label_names, has_valence=dataset.has_valence,
         features={m: {"name": dataset.feature_names[m], "dim": d} for m, d in zip(MODALITIES, dataset.dims)},

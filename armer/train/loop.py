@@ -12,6 +12,10 @@ members and runs as a batched matmul), so a step updates several folds at once: 
 batch of its own fold's training samples, its loss is its own mean, and no parameter is shared.
 One step for several folds costs far less than separate small steps, whose time on a CPU goes
 mostly to per-operation overhead. The folds are dealt to one worker process per core.
+
+A fold whose loss, weights or validation score turns NaN or infinite stops the training with a
+`TrainingError` at the end of that epoch (the other workers stop at the end of theirs): a run
+that diverged gives no model.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 
 import numpy as np
 import torch
@@ -36,6 +41,22 @@ from armer.model.modeling import Ensemble, RobustBase, create_model
 from armer.train.folds import validation_folds
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training gave no usable model: a fold diverged (a NaN or infinite loss, weight or validation score)."""
+
+
+class Diverged(Exception):
+    """Members of one network diverged; `args[0]`: (fold, epoch, what went non-finite) per member."""
+
+    @property
+    def failures(self) -> list[tuple[int, int, str]]:
+        return self.args[0]
+
+
+class _Stopped(Exception):
+    """Another worker failed, so this one stopped before its last epoch."""
 
 
 @dataclass
@@ -105,18 +126,22 @@ def padded_index(index_sets: list[np.ndarray]) -> torch.Tensor:
 
 
 def score_members(model: RobustBase, data: dict[str, torch.Tensor], index_sets: list[np.ndarray],
-                  has_valence: bool) -> list[dict[str, float]]:
-    """Metrics of member e on its own samples `index_sets[e]`."""
+                  has_valence: bool) -> list[dict[str, float] | None]:
+    """Metrics of member e on its own samples `index_sets[e]` (None if it has none)."""
     predictions = predict(model, data, padded_index(index_sets), check_inputs=False)
     return score_predictions(predictions, data, index_sets, has_valence)
 
 
 def score_predictions(predictions: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
-                      index_sets: list[np.ndarray], has_valence: bool) -> list[dict[str, float]]:
-    """Metrics of `predict` on `padded_index(index_sets)`: member e on its first len(index_sets[e])."""
-    results = []
+                      index_sets: list[np.ndarray], has_valence: bool) -> list[dict[str, float] | None]:
+    """Metrics of `predict` on `padded_index(index_sets)`: member e on its first len(index_sets[e])
+    (None for a member without samples)."""
+    results: list[dict[str, float] | None] = []
     for member, chosen in enumerate(index_sets):
         n = len(chosen)
+        if n == 0:
+            results.append(None)
+            continue
         results.append(score(predictions["probs"][member, :n].numpy(), predictions["valence"][member, :n].numpy(),
                              data["emos"][chosen].numpy(), data["vals"][chosen].numpy(), has_valence))
     return results
@@ -134,12 +159,14 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
     """Each fold's kept model on its own validation samples: all modalities, the six drop patterns,
     the missing-rate sweep (the test protocol's masks, seeded) and `weight_spread`. Out-of-fold
     robustness, so that model variants can be compared without looking at a test split. Metrics
-    (WAF, accuracy, valence MSE) averaged over the folds. With degraded views in `data`, also
-    `degraded_response`."""
+    (WAF, accuracy, valence MSE) averaged over the folds. As on test data, samples a condition leaves
+    without any modality are not scored, and a condition that leaves none (a drop pattern keeping
+    only a modality the data lacks) is None. With degraded views in `data`, also `degraded_response`."""
     clean = without_views(data)
 
     def masked(mask: np.ndarray) -> dict[str, float]:
-        return mean_of(score_members(model, dict(clean, present=torch.from_numpy(mask)), val_sets, has_valence))
+        usable = [s[mask[s].any(axis=1)] for s in val_sets]
+        return mean_of(score_members(model, dict(clean, present=torch.from_numpy(mask)), usable, has_valence))
 
     result = score_conditions(masked, clean["present"].numpy(), seed)
     weights = predict(model, clean, padded_index(val_sets), check_inputs=False)["weights"]
@@ -151,11 +178,13 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
 
 def degraded_response(model: RobustBase, data: dict[str, torch.Tensor], val_sets: list[np.ndarray],
                       clean_weights: torch.Tensor, has_valence: bool) -> dict:
-    """On the validation samples that have every modality and every degraded view: each modality's
-    mean fusion weight clean and with only that modality degraded (`weight_clean`, `weight_degraded`,
-    averaged over the folds), and the metrics with every modality degraded (`all`)."""
+    """On the validation samples that have every modality of the data and its degraded view: each
+    modality's mean fusion weight clean and with only that modality degraded (`weight_clean`,
+    `weight_degraded`, averaged over the folds; None for a modality no sample has), and the metrics
+    with every modality degraded (`all`; None without such samples)."""
     index = padded_index(val_sets)
-    usable = (data["present"] & data["degraded_present"]).all(dim=-1)[index]  # (E, N)
+    available = data["present"].any(dim=0)
+    usable = (data["present"] & data["degraded_present"])[:, available].all(dim=-1)[index]  # (E, N)
     rows = [usable[e, :len(s)] for e, s in enumerate(val_sets)]
 
     def mean_weight(weights: torch.Tensor, modality: int) -> float:
@@ -163,23 +192,66 @@ def degraded_response(model: RobustBase, data: dict[str, torch.Tensor], val_sets
 
     result: dict = {}
     for i, modality in enumerate(MODALITIES):
+        if not available[i] or not usable.any():
+            result[modality] = None
+            continue
         swap = torch.zeros_like(data["present"])
         swap[:, i] = True
         weights = predict(model, with_degraded_views(data, swap), index, check_inputs=False)["weights"]
         result[modality] = {"weight_clean": mean_weight(clean_weights, i), "weight_degraded": mean_weight(weights, i)}
     every = with_degraded_views(data, torch.ones_like(data["present"]))
-    result["all"] = mean_of(score_members(model, every, [s[r.numpy()] for s, r in zip(val_sets, rows)], has_valence))
+    result["all"] = mean_of(score_members(model, every, [s[r.numpy()] for s, r in zip(val_sets, rows)], has_valence)
+                            ) if usable.any() else None
     return result
 
 
-def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray]) -> dict[str, float]:
+def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray]
+                  ) -> dict[str, float | None]:
     """Per modality: the std of its fusion weight over each member's samples that have every
-    modality, averaged over the members. `weights` (E, N, M) are `predict`'s on
-    `padded_index(index_sets)`; `present` (N_all, M) the data's presence. Near 0 means the weights are
-    a constant per modality: the uncertainty no longer tells one sample from another."""
-    complete = present[padded_index(index_sets)].all(dim=-1)  # (E, N)
+    modality of the data, averaged over the members (None for a modality no sample has). `weights`
+    (E, N, M) are `predict`'s on `padded_index(index_sets)`; `present` (N_all, M) the data's presence.
+    Near 0 means the weights are a constant per modality: the uncertainty no longer tells one sample
+    from another."""
+    available = present.any(dim=0)
+    complete = present[:, available].all(dim=-1)[padded_index(index_sets)]  # (E, N)
     spreads = [weights[e, :len(s)][complete[e, :len(s)]].std(dim=0) for e, s in enumerate(index_sets)]
-    return {m: float(np.nanmean([x[i] for x in spreads])) for i, m in enumerate(MODALITIES)}
+    return {m: float(np.nanmean([x[i] for x in spreads])) if available[i] else None for i, m in enumerate(MODALITIES)}
+
+
+def diverged_members(model: RobustBase, ce: torch.Tensor, val_emovals: list[float]) -> dict[int, list[str]]:
+    """The members whose training went non-finite, each with what did: its summed training
+    cross-entropy `ce[e]`, its weights, its validation emoval. The weights are checked by their sum
+    per member (NaN and inf carry through it), ten times cheaper than an elementwise check."""
+    with torch.no_grad():
+        sums = torch.stack([p.flatten(1).sum(dim=1) for p in model.parameters()]).sum(dim=0)  # (E,)
+    checks = {"training cross-entropy": torch.isfinite(ce).tolist(), "weights": torch.isfinite(sums).tolist(),
+              "validation emoval": [bool(np.isfinite(v)) for v in val_emovals]}
+    found: dict[int, list[str]] = {}
+    for member in range(model.members):
+        bad = [name for name, ok in checks.items() if not ok[member]]
+        if bad:
+            found[member] = bad
+    return found
+
+
+def describe_divergence(what: list[str], terms: dict[str, float]) -> str:
+    """What went non-finite in a member, and which loss terms of the epoch (summed over the
+    network's members, so not told apart by fold) did."""
+    bad_terms = [name for name, value in terms.items() if not np.isfinite(value)]
+    loss = (f"loss terms {', '.join(bad_terms)}" if bad_terms
+            else "every loss term finite: an update overflowed the weights or outputs")
+    return f"non-finite {', '.join(what)}; {loss}"
+
+
+def divergence_message(failures: list[tuple[int, int, str]], lr: float) -> str:
+    """One line for `Diverged.failures` of every worker: folds grouped by epoch and cause, and a hint."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for fold, epoch, what in sorted(failures):
+        groups.setdefault((epoch, what), []).append(fold)
+    parts = [f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} at epoch {epoch} ({what})"
+             for (epoch, what), folds in sorted(groups.items())]
+    return (f"training diverged: {'; '.join(parts)}. Lower --lr (now {lr:g}), and check the features and labels "
+            f"for NaN or infinite values; no checkpoint was written")
 
 
 def selection_start(config: TrainConfig, model_config: ModelConfig) -> int:
@@ -200,9 +272,12 @@ class MembersResult:
 
 def train_members(
     dataset: Dataset, folds: list[int], train_sets: list[np.ndarray], val_sets: list[np.ndarray],
-    stats: list[dict] | None, model_config: ModelConfig, config: TrainConfig, threads: int,
+    stats: list[dict] | None, model_config: ModelConfig, config: TrainConfig, threads: int, stop: Event | None = None,
 ) -> MembersResult:
-    """Train the models of `folds` as the members of one network; keep each one's best epoch by emoval."""
+    """Train the models of `folds` as the members of one network; keep each one's best epoch by emoval.
+
+    Raises `Diverged` at the end of an epoch in which a member diverged (`diverged_members`), and
+    `_Stopped` at the end of an epoch once `stop` (another worker failed) is set."""
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed * 1000 + folds[0])
     rng = np.random.default_rng(config.seed * 1000 + folds[0])
@@ -230,13 +305,14 @@ def train_members(
         model.train()
         order = torch.from_numpy(member_indices(train_sets, rng))  # (E, N)
         total, dropped, seen = torch.zeros(members), torch.zeros(members), torch.zeros(members)
+        term_sums = torch.zeros(())  # the loss terms summed over the epoch's steps, checked once per epoch
         for begin in range(0, order.shape[1], config.batch_size):
             batch = gather(train_data, order[:, begin:begin + config.batch_size])
             if config.degraded_views > 0:
                 batch = with_degraded_views(batch, torch.rand(batch["present"].shape) < config.degraded_views)
             out = model(batch, check_inputs=False)
-            loss = losses.task_loss(out.logits, out.valence, batch["emos"], batch["vals"], batch["val_labelled"])
-            loss = loss + out.interloss
+            task = losses.task_loss(out.logits, out.valence, batch["emos"], batch["vals"], batch["val_labelled"])
+            loss = task + out.interloss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -247,6 +323,7 @@ def train_members(
                 total += ce.view(members, -1).sum(dim=1)
                 dropped += (batch["present"] & ~out.present).flatten(1).sum(dim=1)
                 seen += batch["present"].flatten(1).sum(dim=1)
+                term_sums = term_sums + torch.stack([task, *out.loss_terms.values()])
         model.eval()
         val_metrics = score_members(model, clean, val_sets, has_valence)
         values = [emoval(m, has_valence) for m in val_metrics]
@@ -272,14 +349,52 @@ def train_members(
                  best_epoch.tolist(), fmt((f["dropped_modality_share"] for f in history[-1]["folds"]), percent=True))
         for name, metrics in test_metrics.items():
             log.info("  %s waf %s", name, fmt(m["waf"] for m in metrics))
+        diverged = diverged_members(model, total, values)
+        if diverged:
+            terms = dict(zip(["cross-entropy + valence MSE", *out.loss_terms], term_sums.tolist()))
+            raise Diverged([(folds[e] + 1, epoch, describe_divergence(what, terms)) for e, what in diverged.items()])
+        if stop is not None and stop.is_set():
+            raise _Stopped()
     return MembersResult(list(folds), best_state, best_epoch.tolist(), best_emoval.tolist(), history)
 
 
-_FORK_SHARED: dict[str, Dataset] = {}
+_FORK_SHARED: dict = {}  # the dataset and the stop event, inherited by the forked workers
 
 
 def _train_members_in_worker(*args) -> MembersResult:
-    return train_members(_FORK_SHARED["dataset"], *args)
+    stop = _FORK_SHARED["stop"]
+    try:
+        return train_members(_FORK_SHARED["dataset"], *args, stop=stop)
+    except BaseException:
+        stop.set()  # the other workers stop at the end of their epoch
+        raise
+
+
+def run_shares(dataset: Dataset, jobs: list[tuple], workers: int) -> list[MembersResult]:
+    """`train_members` of each job, in `workers` forked processes (in this one for a single worker).
+
+    A worker that fails stops the others at the end of their epoch; the folds that diverged in any
+    worker are reported together, as one `Diverged`."""
+    if workers == 1:
+        return [train_members(dataset, *jobs[0])]
+    # Pool arguments are pickled, so the features reach the forked workers through a module
+    # global instead: one copy in memory, shared copy-on-write.
+    context = multiprocessing.get_context("fork")
+    _FORK_SHARED.update(dataset=dataset, stop=context.Event())
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(_train_members_in_worker, *job) for job in jobs]
+            wait(futures)
+    finally:
+        _FORK_SHARED.clear()
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    diverged = [failure for e in errors if isinstance(e, Diverged) for failure in e.failures]
+    if diverged:
+        raise Diverged(diverged)
+    for error in errors:
+        if not isinstance(error, _Stopped):
+            raise error
+    return [f.result() for f in futures]
 
 
 def worker_count(config: TrainConfig) -> int:
@@ -308,17 +423,14 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     log.info("training %d folds of %s on %d samples (fold training sets %s): %d worker(s) with folds %s, %d thread(s) each",
              config.num_folds, model_config.model, len(train), [len(t) for t in train_sets], workers,
              [[f + 1 for f in share] for share in shares], threads)
-    if workers == 1:
-        parts = [train_members(dataset, *jobs[0])]
-    else:
-        # Pool arguments are pickled, so the features reach the forked workers through a module
-        # global instead: one copy in memory, shared copy-on-write.
-        _FORK_SHARED["dataset"] = dataset
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                parts = list(pool.map(_train_members_in_worker, *zip(*jobs)))
-        finally:
-            _FORK_SHARED.clear()
+    absent = [m for m, has in zip(MODALITIES, train.present.any(axis=0)) if not has]
+    if absent:
+        log.warning("no training sample has %s: the model trains with it missing and never learns it, so score it "
+                    "on data without it", " or ".join(absent))
+    try:
+        parts = run_shares(dataset, jobs, workers)
+    except Diverged as exc:
+        raise TrainingError(divergence_message(exc.failures, config.lr)) from None
     network = create_model(model_config, members=config.num_folds)
     if stats is not None:
         network.normalizer.set_statistics(stats)
