@@ -89,10 +89,11 @@ class ModelConfig:
     # The noise teaches sigma to rise on degraded inputs.
     modality_noise: float = setting(0.1, "Not in the seed: probability that a present modality of a training sample "
                                          "is mixed with Gaussian noise (a random share, same scale)")
-    # Each modality predicts the fused (detached) emotion distribution from mu with its logits
-    # divided by u = mean sigma, so u must grow where that modality cannot be trusted. Label-free,
-    # so it works inside MERBench too.
-    calibration_weight: float = setting(0.1, "Not in the seed: weight of the uncertainty calibration term")
+    # A small head per modality predicts the emotion from its mu, and u = mean sigma regresses how
+    # wrong that head is (1 - p(target), detached), so u grows where the modality cannot be trusted.
+    # The target is the label in armer.train, the fused prediction inside MERBench (no labels there).
+    calibration_weight: float = setting(0.1, "Not in the seed: weight of the uncertainty calibration term (u learns "
+                                             "to predict 1 - p(target) of its modality's own head)")
     # The unimodal heads are trained by the calibration term on every sample that has the modality.
     # With modalities missing the prediction then rests on heads that saw every sample of their
     # modality, not only the few that training left unimodal.
