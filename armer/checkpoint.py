@@ -158,6 +158,9 @@ def parse_info(raw: dict[str, Any], source: Path, statistics: dict[str, torch.Te
     labels = raw["label_names"]
     if not isinstance(labels, list) or len(labels) != model.output_dim1:
         raise fail(f"label_names {labels!r} must list output_dim1={model.output_dim1} classes")
+    if model.output_dim1 == 0 and not raw["has_valence"]:
+        raise fail("a model without emotion classes (output_dim1=0) must have been trained on valence "
+                   "(has_valence: true)")
     features = raw["features"]
     for modality, dim in zip(MODALITIES, model.input_dims):
         entry = features.get(modality) if isinstance(features, dict) else None

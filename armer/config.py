@@ -66,7 +66,8 @@ class ModelConfig:
     feat_type: str = setting("utt", "utt: utterance vectors (B, D) from -UTT folders, MLP encoders; frm_align / "
                                     "frm_unalign: frame-level features (B, T, D) from -FRA folders, LSTM encoders",
                              choices=FEAT_TYPES)
-    output_dim1: int = setting(6, "number of emotion classes", from_data=True)
+    output_dim1: int = setting(6, "number of emotion classes (0: a valence-only dataset, e.g. MERBench's CMU-MOSI, "
+                                  "CMU-MOSEI, CH-SIMS)", from_data=True)
     output_dim2: int = setting(1, "valence outputs", from_data=True)
     hidden_dim: int = setting(128, "latent / hidden size of every encoder, attention and head")
     dropout: float = setting(0.35, "dropout rate")
@@ -92,6 +93,8 @@ class ModelConfig:
     # A small head per modality predicts the emotion from its mu, and u = mean sigma regresses how
     # wrong that head is (1 - p(target), detached), so u grows where the modality cannot be trusted.
     # The target is the label in armer.train, the fused prediction inside MERBench (no labels there).
+    # Without emotion classes (output_dim1 = 0) the heads predict the valence instead, and u regresses
+    # 1 - exp(-(error of that valence)^2), the same 0 (right) .. 1 (far off) scale.
     calibration_weight: float = setting(0.1, "Not in the seed: weight of the uncertainty calibration term (u learns "
                                              "to predict 1 - p(target) of its modality's own head)")
     # The unimodal heads are trained by the calibration term on every sample that has the modality.
@@ -103,9 +106,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         problems = [f"{f.name}={getattr(self, f.name)} must be a finite number" for f in fields(self)
                     if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
-        for name in ("audio_dim", "text_dim", "video_dim", "output_dim1", "hidden_dim", "num_attention_heads"):
+        for name in ("audio_dim", "text_dim", "video_dim", "hidden_dim", "num_attention_heads"):
             if int(getattr(self, name)) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be positive")
+        if self.output_dim1 < 0 or self.output_dim2 < 0:
+            problems.append(f"output_dim1={self.output_dim1} and output_dim2={self.output_dim2} must be >= 0")
+        elif self.output_dim1 == 0 and self.output_dim2 == 0:
+            problems.append("output_dim1=0 (no emotion classes) needs the valence head: output_dim2 must be positive")
         if self.feat_type not in FEAT_TYPES:
             problems.append(f"feat_type={self.feat_type!r} must be one of {FEAT_TYPES}")
         if self.hidden_dim % max(1, self.num_attention_heads):

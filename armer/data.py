@@ -3,7 +3,9 @@
 Features: `<features_root>/<name>-UTT/<sample>.npy` of shape (D,) or (T, D) (mean-pooled for
 `utt`), `-FRA` folders for frame-level (T, D). Labels: `label-6way.npz` with `train_corpus`,
 `test1_corpus`, ... each a dict sample -> {'emo': class index or name, 'val': float}, where
-`val == -10` means unlabelled (a `.json` file with the same structure is accepted too). MERBench
+`val == -10` means unlabelled (a `.json` file with the same structure is accepted too). A file
+whose samples have only 'val' (no 'emo' anywhere) is valence-only, as MERBench's sentiment sets
+(CMU-MOSI, CMU-MOSEI, CH-SIMS): no classes (`label_names` []), the model has only its valence head. MERBench
 stores those dicts as pickled object arrays; they are unpickled by a restricted unpickler that
 rebuilds only containers, strings, numbers and numpy scalars/arrays and refuses anything else, so
 a label file cannot run code. Feature `.npy` files are never unpickled.
@@ -36,6 +38,9 @@ class DataError(ValueError):
     """Raised for data that cannot be used, with a message that names the file and the fix."""
 
 
+NO_CLASS = -1  # Corpus.emotions of a valence-only dataset (no emotion classes)
+
+
 @dataclass
 class Corpus:
     """One labelled split. features[m] is (N, D_m) for utt or (N, T, D_m) for frame-level."""
@@ -44,7 +49,7 @@ class Corpus:
     samples: list[str]
     features: list[np.ndarray]
     present: np.ndarray  # (N, 3) bool: the modality's feature file exists and is not all zero
-    emotions: np.ndarray  # (N,) int64 class indices
+    emotions: np.ndarray  # (N,) int64 class indices; NO_CLASS throughout for a valence-only dataset
     valences: np.ndarray  # (N,) float32, UNLABELLED_VALENCE where unlabelled
     # Degraded views of the same samples (train only, when asked for): features and presence like above.
     degraded: list[np.ndarray] | None = None
@@ -186,9 +191,10 @@ def _check_corpus(path: Path, name: str, corpus: Any) -> None:
     for sample, entry in corpus.items():
         at = f"{where}, sample {sample!r:.120}"
         _check_sample_name(sample, at)
-        if not isinstance(entry, dict) or "emo" not in entry:
+        if not isinstance(entry, dict) or ("emo" not in entry and "val" not in entry):
             raise DataError(f"{at}: expected {{'emo': class name or index, 'val': number}}, got {entry!r:.120}")
-        _check_emotion(entry["emo"], at)
+        if "emo" in entry:  # without: a valence-only sample (see `_check_label_kind`)
+            _check_emotion(entry["emo"], at)
         valence = entry.get("val", UNLABELLED_VALENCE)
         if isinstance(valence, bool) or not isinstance(valence, numbers.Real):
             raise DataError(f"{at}: valence {valence!r:.80} is not a number ({UNLABELLED_VALENCE:g}: unlabelled)")
@@ -198,6 +204,17 @@ def _check_corpus(path: Path, name: str, corpus: Any) -> None:
         raise DataError(f"{where}: valence is NaN or infinite for {len(not_finite)} sample(s): "
                         f"{', '.join(not_finite[:5])}{' ...' if len(not_finite) > 5 else ''}; give a finite "
                         f"valence, or {UNLABELLED_VALENCE:g} for an unlabelled sample")
+
+
+def _check_label_kind(path: Path, corpora: dict[str, dict]) -> None:
+    """Every sample has an 'emo', or none has (a valence-only file: MERBench's sentiment sets)."""
+    without = [(name, sample) for name, corpus in corpora.items() for sample, entry in corpus.items()
+               if "emo" not in entry]
+    total = sum(len(corpus) for corpus in corpora.values())
+    if without and len(without) < total:
+        name, sample = without[0]
+        raise DataError(f"label file {path}, {name}_corpus, sample {sample!r:.120}: no 'emo', but {total - len(without)} "
+                        f"other sample(s) have one; give every sample an 'emo', or none (a valence-only file)")
 
 
 def _check_label_names(path: Path, value: Any) -> list[str]:
@@ -230,6 +247,7 @@ def load_label_file(label_path: str | Path) -> dict[str, dict[str, dict]]:
         raise DataError(f"label file {path} has no '<split>_corpus' entries (found keys {sorted(map(str, raw))})")
     for name, corpus in corpora.items():
         _check_corpus(path, name, corpus)
+    _check_label_kind(path, corpora)
     if "label_names" in raw:
         corpora["label_names"] = _check_label_names(path, raw["label_names"])
     return corpora
@@ -374,9 +392,17 @@ def load_dataset(
         raise DataError(f"no feature name given for {missing}")
     folders = {m: resolve_feature_folder(root, feature_names[m], feat_type) for m in MODALITIES}
     labels = load_label_file(label_path)
-    names = label_names or resolve_label_names(
-        {k: v for k, v in labels.items() if k != "label_names"}, labels.get("label_names"), f"label file {label_path}"
-    )
+    valence_only = not any("emo" in entry for name, corpus in labels.items() if name != "label_names"
+                           for entry in corpus.values())
+    if valence_only and label_names:
+        raise DataError(f"label file {label_path} has valences only (no 'emo'); the model predicts the classes "
+                        f"{label_names}: use a label file with emotions, or a valence-only model")
+    if valence_only or label_names is not None and not label_names:  # no classes: the valence alone is scored
+        names = []
+    else:
+        names = label_names or resolve_label_names(
+            {k: v for k, v in labels.items() if k != "label_names"}, labels.get("label_names"), f"label file {label_path}"
+        )
     corpora: dict[str, Corpus] = {}
     dims = tuple(folder_dim(folders[m], feat_type) for m in MODALITIES)
     for corpus_name, entries in labels.items():
@@ -407,8 +433,8 @@ def load_dataset(
             samples=samples,
             features=[f for f, _ in stacked],
             present=present,
-            emotions=np.array([encode_emotion(entries[s]["emo"], names, f"{where} {s!r}") for s in samples],
-                              dtype=np.int64),
+            emotions=np.array([encode_emotion(entries[s]["emo"], names, f"{where} {s!r}") if names else NO_CLASS
+                               for s in samples], dtype=np.int64),
             valences=np.array([float(entries[s].get("val", UNLABELLED_VALENCE)) for s in samples], dtype=np.float32),
             degraded=degraded,
             degraded_present=degraded_present,
@@ -416,6 +442,9 @@ def load_dataset(
         corpora[corpus_name] = corpus.subset(np.flatnonzero(keep)) if not keep.all() else corpus
     if not corpora:
         raise DataError(f"label file {label_path} holds no samples")
+    if not names and "train" in corpora and not corpora["train"].valence_labelled.any():
+        raise DataError(f"label file {label_path} has no emotions ('emo') and no labelled valence in train_corpus "
+                        f"(every 'val' is {UNLABELLED_VALENCE:g}): nothing to learn")
     return Dataset(
         label_names=names,
         feature_names={m: folders[m].name for m in MODALITIES},

@@ -25,12 +25,16 @@ def write_synthetic_merbench(
     missing_rate: float = 0.0,
     feature_names: tuple[str, str, str] = ("synth-audio", "synth-text", "synth-video"),
     seed: int = 0,
+    valence_only: bool = False,
 ) -> dict[str, str]:
     """Write `<root>/features/<name>-UTT/*.npy` and `<root>/label-6way.npz`; return the paths and names.
 
     `signals`: modality -> prototype scale (default: audio 1.5, the others pure noise).
 
     `missing_rate`: each modality file of a sample is left out with this probability (never all three).
+
+    `valence_only`: the label file holds only each sample's 'val' (no 'emo'), as MERBench's sentiment
+    sets; the planted signal is then the valence (fixed per hidden class).
     """
     signals = {"audio": 1.5} if signals is None else signals
     rng = np.random.default_rng(seed)
@@ -57,7 +61,8 @@ def write_synthetic_merbench(
                 if keep[m]:
                     np.save(folder / f"{sample}.npy", value.astype(np.float32))
             valence = float(class_valence[label] + 0.1 * rng.normal()) if with_valence else UNLABELLED_VALENCE
-            entries[sample] = {"emo": label_names[label] if label_names else label, "val": valence}
+            entries[sample] = {"val": valence} if valence_only else \
+                {"emo": label_names[label] if label_names else label, "val": valence}
         corpora[corpus] = entries
     label_path = root / "label-6way.npz"
     save_label_file(label_path, corpora)

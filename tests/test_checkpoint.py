@@ -19,8 +19,8 @@ from conftest import DIMS, tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_checkpoint(directory, members: int = 2):
-    config = tiny_config()
+def make_checkpoint(directory, members: int = 2, **overrides):
+    config = tiny_config(**overrides)
     torch.manual_seed(0)
     network = create_model(config, members=members)
     stats = [{m: {"mean": torch.randn(d).tolist(), "std": (torch.rand(d) + 0.5).tolist()} for m, d in zip(MODALITIES, DIMS)}
@@ -28,7 +28,8 @@ def make_checkpoint(directory, members: int = 2):
     network.normalizer.set_statistics(stats)
     ensemble = Ensemble(network).eval()
     info = CheckpointInfo(
-        model=config, label_names=["neutral", "angry", "happy", "sad", "worried", "surprise"], has_valence=True,
+        model=config, label_names=["neutral", "angry", "happy", "sad", "worried", "surprise"][:config.output_dim1],
+        has_valence=True,
         features={m: {"name": f"feat-{m}-UTT", "dim": d} for m, d in zip(MODALITIES, DIMS)},
         normalization=stats, extractors={m: f"feat-{m}" for m in MODALITIES},
     )
@@ -67,6 +68,18 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert_same_outputs(ensemble, loaded)
     assert info.num_members == 2 and info.extractors["audio"] == "feat-audio" and not loaded.training
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_valence_only_checkpoint_has_no_label_names_and_round_trips(tmp_path):
+    ensemble = make_checkpoint(tmp_path, output_dim1=0)
+    loaded, info = load_checkpoint(tmp_path)
+    assert_same_outputs(ensemble, loaded)
+    assert info.label_names == [] and info.model.output_dim1 == 0 and info.has_valence
+    assert loaded(random_batch()).logits.shape == (5, 0)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, has_valence=False)))
+    with pytest.raises(CheckpointError, match="output_dim1=0"):
+        load_checkpoint(tmp_path)
 
 
 def test_a_config_written_before_expert_fusion_loads_as_trained_without_it(tmp_path):

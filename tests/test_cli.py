@@ -220,3 +220,58 @@ def test_bad_evaluation_arguments_exit_2_with_one_error_line(flags, problem, tmp
     assert stop.value.code == 2
     [error] = capsys.readouterr().err.splitlines()
     assert error.startswith("error: ") and problem in error
+
+
+def test_a_valence_only_tree_trains_learns_the_valence_and_is_scored_with_the_sentiment_metrics(tmp_path):
+    """Labels with only 'val' (MERBench's CMU-MOSI, CMU-MOSEI, CH-SIMS): no classes, the valence head alone."""
+    tree = write_synthetic_merbench(tmp_path / "tree", n_train=300, n_tests=(120,), dims=DIMS, missing_rate=0.1,
+                                    seed=5, valence_only=True)
+    save_root = tmp_path / "run"
+    result = run("armer.train", *data_args(tree), "--save_root", str(save_root), "--epochs", "6", "--num_folds", "2",
+                 "--workers", "1", "--hidden_dim", "16", "--modality_dropout_warmup", "2", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((save_root / "checkpoint" / "config.json").read_text())
+    assert config["label_names"] == [] and config["model"]["output_dim1"] == 0 and config["has_valence"] is True
+    summary = json.loads((save_root / "summary.json").read_text())
+    # fold selection by MERBench's valence score alone: -valence MSE of the fold's kept epoch
+    history = json.loads((save_root / "history.json").read_text())
+    for fold, (epoch, best) in enumerate(zip(summary["best_epochs"], summary["best_val_emovals"])):
+        assert best == pytest.approx(-history[epoch - 1]["folds"][fold]["val"]["val_mse"])
+    full = summary["results"]["test1"]["full"]
+    assert set(full) >= {"val_mse", "mae", "corr", "acc2", "f1"} and "waf" not in full
+    assert full["corr"] > 0.5 and full["acc2"] > 0.6  # the planted valence is learnt
+    assert set(summary["results"]["test1"]["missing_rate"]["mean"]) == {"val_mse", "mae", "corr", "acc2", "f1"}
+    assert "test1 valence MSE | test1 corr" in (save_root / "summary.md").read_text()
+    out = tmp_path / "eval"
+    result = run("armer.evaluate", "--checkpoint", str(save_root), "--features_root", tree["features_root"],
+                 "--label_path", tree["label_path"], "--noise_levels", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())["test1"]
+    assert results["full"]["corr"] == pytest.approx(full["corr"]) and results["noise"]["audio@1"]["mae"] > 0
+    # a classification label file is scored by its valence
+    classes = write_synthetic_merbench(tmp_path / "classes", n_train=40, n_tests=(20,), dims=DIMS, seed=6)
+    result = run("armer.evaluate", "--checkpoint", str(save_root), "--features_root", classes["features_root"],
+                 "--label_path", classes["label_path"], "--noise_levels", "--out", str(tmp_path / "eval2"))
+    assert result.returncode == 0, result.stderr
+    assert "corr" in json.loads((tmp_path / "eval2" / "results.json").read_text())["test1"]["full"]
+
+
+def test_a_label_file_mixing_emotion_and_valence_only_samples_is_refused(tmp_path):
+    from armer.data import NO_CLASS, DataError, load_dataset, load_label_file, save_label_file
+
+    path = tmp_path / "labels.json"
+    save_label_file(path, {"train": {"a": {"emo": "happy", "val": 0.5}, "b": {"val": -0.5}}})
+    with pytest.raises(DataError, match="sample 'b': no 'emo', but 1 other sample"):
+        load_label_file(path)
+    save_label_file(path, {"train": {"a": {"val": 0.5}, "b": {}}})
+    with pytest.raises(DataError, match="sample 'b': expected"):
+        load_label_file(path)
+    save_label_file(path, {"train": {"a": {"val": float("nan")}}})
+    with pytest.raises(DataError, match="NaN or infinite"):
+        load_label_file(path)
+    tree = write_synthetic_merbench(tmp_path / "tree", n_train=10, n_tests=(), dims=DIMS, valence_only=True)
+    names = {m: tree[f"{m}_feature"] for m in ("audio", "text", "video")}
+    dataset = load_dataset(tree["features_root"], tree["label_path"], names)
+    assert dataset.label_names == [] and dataset.has_valence and (dataset.train.emotions == NO_CLASS).all()
+    with pytest.raises(DataError, match="has valences only"):  # a classification checkpoint's classes
+        load_dataset(tree["features_root"], tree["label_path"], names, label_names=["happy", "sad"])

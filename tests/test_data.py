@@ -245,7 +245,7 @@ def test_sample_names_cannot_point_outside_the_feature_folders(tmp_path):
     ('[1, 2]', r"labels.json must hold a dict of '<split>_corpus' entries, got list"),
     ('{"train_corpus": [["a", 1]]}', r"labels.json, train_corpus must map sample names to \{'emo', 'val'\}, got list"),
     ('{"train_corpus": {"a": 3}}', r"train_corpus, sample 'a': expected \{'emo': class name or index"),
-    ('{"train_corpus": {"a": {"val": 0.5}}}', r"train_corpus, sample 'a': expected \{'emo'"),
+    ('{"train_corpus": {"a": {"valence": 0.5}}}', r"train_corpus, sample 'a': expected \{'emo'"),
     ('{"train_corpus": {"a": {"emo": 1, "val": "abc"}}}', r"train_corpus, sample 'a': valence 'abc' is not a number"),
     ('{"train_corpus": {"a": {"emo": 1, "val": null}}}', r"sample 'a': valence None is not a number"),
     ('{"train_corpus": {"a": {"emo": ""}}}', r"sample 'a': emotion '' is not a class name"),

@@ -265,3 +265,11 @@ def test_cli_refuses_a_pipe_or_dev_zero_quickly(predictor, tmp_path, capsys):
         assert _within(60, predict.main, [str(path), *args]) == 2
         err = capsys.readouterr().err
         assert f"{path.name}: not a regular file" in err and "give a media file" in err
+
+
+def test_a_valence_only_checkpoint_is_refused_with_a_message(predictor):
+    from dataclasses import replace
+
+    info = replace(predictor.info, label_names=[])
+    with pytest.raises(InferenceError, match="valence only"):
+        Predictor(predictor.ensemble, info, extractors=predictor.extractors)

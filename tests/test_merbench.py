@@ -704,8 +704,34 @@ def test_adapter_reads_args_with_defaults_and_merbench_conventions():
     assert model.grad_clip == 0.8
     _, emos_out, vals_out, _ = model({"audios": torch.randn(3, 8), "texts": torch.randn(3, 8), "videos": torch.randn(3, 8)})
     assert emos_out.shape == (3, 0) and vals_out.shape == (3, 1)  # valence-only datasets (output_dim1 = 0)
+    assert config.output_dim1 == 0 and model.core.emotion_head.weight.shape[-1] == 0  # no dummy class
+    with pytest.raises(ValueError, match="output_dim2 must be positive"):
+        config_from_args(argparse.Namespace(output_dim1=0, output_dim2=0), "attention_robust_v2")
     with pytest.raises(ValueError, match="not a boolean"):
         config_from_args(argparse.Namespace(use_vae="maybe"), "attention_robust_v2")
+
+
+@pytest.mark.parametrize("cls", [AttentionRobustV2, AttentionRobust])
+def test_adapter_valence_only_trains_as_merbench_does_without_emotion_classes(cls):
+    """MERBench's loop for CMU-MOSI / CMU-MOSEI / SIMS (output_dim1 = 0): MSE on vals_out plus interloss,
+    no labels in the batch, some modalities missing (all-zero features)."""
+    args = argparse.Namespace(audio_dim=8, text_dim=6, video_dim=4, output_dim1=0, output_dim2=1, hidden_dim=16)
+    model = cls(args)
+    model.train()
+    batch = {"audios": torch.randn(6, 8), "texts": torch.randn(6, 6), "videos": torch.randn(6, 4)}
+    batch["audios"][:2] = 0
+    batch["videos"][2:4] = 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    vals = torch.randn(6)
+    for _ in range(3):
+        features, emos_out, vals_out, interloss = model(batch)
+        loss = torch.nn.functional.mse_loss(vals_out.view(-1), vals) + interloss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert emos_out.shape == (6, 0) and vals_out.shape == (6, 1) and torch.isfinite(loss)
+    if cls is AttentionRobustV2:
+        assert "calibration" in model.output(batch).loss_terms  # against the fused valence: no labels here
 
 
 def test_main_release_trains_the_installed_model(merbench: Path):

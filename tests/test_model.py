@@ -205,3 +205,32 @@ def test_noise_mixing_keeps_the_scale_and_removes_the_signal():
     correlation = torch.corrcoef(torch.stack([mixed[1000:].flatten(), x[1000:].flatten()]))[0, 1]
     assert abs(correlation.item()) < 0.05
     assert torch.equal(mix_with_noise(torch.zeros(4, 3), torch.ones(4)), torch.zeros(4, 3))  # missing stays zero
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_valence_only_model_has_no_emotion_classes_and_trains_with_missing_modalities(name):
+    """output_dim1 = 0 (MERBench's CMU-MOSI, CMU-MOSEI, CH-SIMS): only the valence head."""
+    model = create_model(tiny_config(name, output_dim1=0), members=2).train()
+    batch = make_batch(5)
+    batch["present"] = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1]], dtype=torch.bool)
+    batch["vals"], batch["val_labelled"] = torch.randn(5), torch.tensor([True, True, False, True, True])
+    out = model(batch)
+    assert out.logits.shape == (2, 5, 0) and out.valence.shape == (2, 5, 1)
+    assert torch.isfinite(out.valence).all() and torch.isfinite(out.interloss)
+    assert (out.weights[~out.present] == 0).all()
+    if name == "attention_robust_v2":  # calibration against the valence error of each modality's own head
+        assert model.unimodal_heads(torch.zeros(2, 5, 3, 16)).shape == (2, 5, 3, 1)
+        assert "calibration" in out.loss_terms and out.loss_terms["calibration"] > 0
+    (out.valence.square().sum() + out.interloss).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.valence_head.weight.grad.abs().sum() > 0
+    model.eval()
+    assert model(make_batch(4)).logits.shape == (2, 4, 0)
+
+
+def test_output_dim1_0_needs_the_valence_head():
+    assert tiny_config(output_dim1=0).output_dim1 == 0
+    with pytest.raises(ValueError, match="output_dim2 must be positive"):
+        tiny_config(output_dim1=0, output_dim2=0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        tiny_config(output_dim1=-1)

@@ -19,7 +19,7 @@ import torch
 
 from armer.constants import EVAL_BATCH, FEATURE_KEYS, MODALITIES
 from armer.data import Corpus
-from armer.evaluate.metrics import score
+from armer.evaluate.metrics import SENTIMENT_METRICS, headline, score
 from armer.model import Ensemble, RobustBase
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks
 
@@ -95,6 +95,8 @@ def mean_of(results: list[dict[str, Any] | None]) -> dict[str, float]:
     """The mean WAF, accuracy and valence MSE of `results`, leaving out the None ones (not applicable)."""
     results = [r for r in results if r is not None]
     keys = [k for k in ("waf", "acc", "val_mse") if all(k in r for r in results)]
+    if results and headline(results[0]) != "waf":  # valence-only
+        keys = list(SENTIMENT_METRICS)
     return {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
@@ -144,16 +146,19 @@ def evaluate_corpus(
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per condition, WAF / accuracy per corpus ("n/a" where a condition does not apply)."""
+    """One row per condition, WAF / accuracy per corpus (a valence-only model: valence MSE / Pearson
+    correlation) ("n/a" where a condition does not apply)."""
     corpora = list(results)
-    header = "| condition | " + " | ".join(f"{c} WAF | {c} ACC" for c in corpora) + " |"
+    first = results[corpora[0]]
+    keys, titles = (("waf", "acc"), ("WAF", "ACC")) if headline(first["full"]) == "waf" else \
+        (("val_mse", "corr"), ("valence MSE", "corr"))
+    header = "| condition | " + " | ".join(f"{c} {t}" for c in corpora for t in titles) + " |"
     lines = [header, "|" + "---|" * (1 + 2 * len(corpora))]
 
     def row(label: str, picks: list[dict[str, Any] | None]) -> str:
-        cells = " | ".join("n/a | n/a" if p is None else f"{p['waf']:.4f} | {p['acc']:.4f}" for p in picks)
+        cells = " | ".join("n/a | n/a" if p is None else f"{p[keys[0]]:.4f} | {p[keys[1]]:.4f}" for p in picks)
         return f"| {label} | {cells} |"
 
-    first = results[corpora[0]]
     for name in ["full", *DROP_PATTERNS]:
         lines.append(row(name, [results[c][name] for c in corpora]))
     for rate in first["missing_rate"]:

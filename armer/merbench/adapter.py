@@ -47,8 +47,9 @@ def config_from_args(args: Any, model: str) -> ModelConfig:
     Every `ModelConfig` field is read from `args` by the same name. A field that `args` lacks or
     holds as None (MERBench fills hyper-parameters from `toolkit/model-tune.yaml` into `args`,
     and an older yaml or `--hyper_path` file may not name the V2 settings) keeps the seed default.
-    MERBench sets `output_dim1 = 0` for valence-only datasets (CMU-MOSI, SIMS, ...): the model is
-    then built with one dummy class and the adapter returns zero-width emotion logits.
+    MERBench sets `output_dim1 = 0` for valence-only datasets (CMU-MOSI, CMU-MOSEI, SIMS): the model
+    is then built with no emotion head classes, and returns zero-width emotion logits (B, 0), as
+    MERBench's own models (`nn.Linear(hidden_dim, 0)`) do.
     """
     values: dict[str, Any] = {"model": model}
     for f in fields(ModelConfig):
@@ -67,8 +68,6 @@ def config_from_args(args: Any, model: str) -> ModelConfig:
         else:
             value = str(value)
         values[f.name] = value
-    if values.get("output_dim1", _DEFAULTS.output_dim1) == 0:
-        values["output_dim1"] = 1
     return ModelConfig(**values)
 
 
@@ -90,8 +89,6 @@ class MERBenchModel(nn.Module):
         # field); -1 disables clipping there.
         grad_clip = getattr(args, "grad_clip", None)
         self.grad_clip = _TRAIN_DEFAULTS.grad_clip if grad_clip is None else float(grad_clip)
-        requested_classes = getattr(args, "output_dim1", None)
-        self.num_emotions = self.config.output_dim1 if requested_classes is None else int(requested_classes)
 
     def train(self, mode: bool = True) -> "MERBenchModel":
         # MERBench never passes the epoch: a switch from eval back to train starts the next one.
@@ -110,8 +107,7 @@ class MERBenchModel(nn.Module):
         return self.core(batch)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        features, emos_out, vals_out, interloss = self.core(batch).merbench()
-        return features, emos_out[:, : self.num_emotions], vals_out, interloss
+        return self.core(batch).merbench()
 
 
 class AttentionRobustV2(MERBenchModel):

@@ -65,6 +65,20 @@ def uncertainty_calibration(
     return masked_mean(ce + (uncertainty - goal).pow(2), present)
 
 
+def valence_calibration(
+    unimodal_valence: torch.Tensor, uncertainty: torch.Tensor, target: torch.Tensor, present: torch.Tensor
+) -> torch.Tensor:
+    """`uncertainty_calibration` for a model without emotion classes (output_dim1 = 0).
+
+    unimodal_valence (E, B, M, V) come from a small head per modality; their squared error against
+    target (E, B, V) trains the heads, and u (E, B, M) regresses 1 - exp(-squared error) (detached):
+    about 0 where the modality alone is right, towards 1 where it is far off.
+    """
+    error = (unimodal_valence - target.unsqueeze(-2)).pow(2).mean(dim=-1)  # (E, B, M)
+    goal = 1.0 - torch.exp(-error.detach())
+    return masked_mean(error + (uncertainty - goal).pow(2), present)
+
+
 def task_loss(
     logits: torch.Tensor,
     valence: torch.Tensor,
@@ -76,6 +90,8 @@ def task_loss(
 
     logits (E, B, C), valence (E, B, 1), labels (E, B).
     """
-    ce = F.cross_entropy(logits.flatten(0, -2), emotions.flatten(), reduction="none").view(emotions.shape)
     mse = masked_mean((valence[..., 0] - valences).pow(2), valence_labelled)
+    if logits.shape[-1] == 0:  # no emotion classes (output_dim1 = 0): the valence alone
+        return mse
+    ce = F.cross_entropy(logits.flatten(0, -2), emotions.flatten(), reduction="none").view(emotions.shape)
     return member_mean(ce) + mse

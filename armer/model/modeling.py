@@ -7,7 +7,8 @@ V2, per modality m (audio, text, video), as in docs/model.md:
   3. fusion                u_m = mean sigma_m; w = softmax((1 / u) / T) over the present modalities;
                            proxy = sum_m w_m z_m
   4. proxy attention       query = proxy, keys/values = the tokens z_m, log w added to the logits
-  5. heads                 emotion logits and valence from the fused vector
+  5. heads                 emotion logits and valence from the fused vector (+ the unimodal heads'
+                           predictions weighted by w: expert fusion; the valence when output_dim1 = 0)
   6. interloss             KL to N(0, I) + reconstruction of every modality + cross-modal KL
                            (+ the uncertainty calibration term), training only
 
@@ -263,7 +264,11 @@ class AttentionRobustV2(RobustBase):
 
     def __init__(self, config: ModelConfig, members: int = 1):
         super().__init__(config, members)
-        E, H, C = members, config.hidden_dim, config.output_dim1
+        E, H = members, config.hidden_dim
+        # Without emotion classes (output_dim1 = 0: MERBench's sentiment sets) the unimodal heads
+        # predict the valence, and calibration and expert fusion use that prediction instead.
+        self.valence_only = config.output_dim1 == 0
+        C = config.output_dim2 if self.valence_only else config.output_dim1
         self.mu_heads = batched.ModalityLinear(E, M, H, H)
         # Each modality's own emotion prediction from mu (trained by the calibration term); the
         # log-variance head sees it, because how sure a modality is on its own is the clearest sign
@@ -287,9 +292,10 @@ class AttentionRobustV2(RobustBase):
         # 1. variational encoders
         hidden = self.encode(normed)  # (E, B, M, H)
         mu = self.mu_heads(hidden)  # (E, B, M, H)
-        unimodal = self.unimodal_heads(mu)  # (E, B, M, C)
+        unimodal = self.unimodal_heads(mu)  # (E, B, M, C); valence-only: (E, B, M, output_dim2)
         if cfg.use_vae:
-            evidence = torch.cat([hidden, torch.softmax(unimodal, dim=-1)], dim=-1)  # (E, B, M, H + C)
+            own = unimodal if self.valence_only else torch.softmax(unimodal, dim=-1)
+            evidence = torch.cat([hidden, own], dim=-1)  # (E, B, M, H + C)
             logvar = LOGVAR_LIMIT * torch.tanh(self.logvar_heads(evidence) / LOGVAR_LIMIT)
             sigma = torch.exp(0.5 * logvar)  # (E, B, M, H)
             z = mu + torch.randn_like(mu) * sigma if self.training else mu
@@ -310,26 +316,47 @@ class AttentionRobustV2(RobustBase):
         else:
             fused, attention = proxy, w
         # 5. heads
-        logits = self.emotion_head(fused)  # (E, B, C)
+        logits, valence = self.emotion_head(fused), self.valence_head(fused)  # (E, B, C), (E, B, output_dim2)
         if cfg.expert_fusion:
-            logits = logits + (w.unsqueeze(-1) * unimodal).sum(dim=-2)
+            experts = (w.unsqueeze(-1) * unimodal).sum(dim=-2)
+            if self.valence_only:
+                valence = valence + experts
+            else:
+                logits = logits + experts
         # 6. interloss: the regularisers only shape training; at inference they would cost a decoder pass.
         terms = {}
         if self.training:
             terms = self.interloss_terms(mu, logvar, proxy, raw, data_present, used)
             if u is not None and cfg.calibration_weight > 0:
-                if "emos" in batch:
-                    target = F.one_hot(batch["emos"], cfg.output_dim1).to(logits.dtype).expand_as(logits)
-                else:
-                    target = torch.softmax(logits.detach(), dim=-1)
-                terms["calibration"] = losses.uncertainty_calibration(unimodal, u, target, used)
+                terms["calibration"] = (self.valence_calibration(batch, unimodal, u, valence, used) if self.valence_only
+                                        else self.emotion_calibration(batch, unimodal, u, logits, used))
         interloss = sum((getattr(cfg, f"{name}_weight") * value for name, value in terms.items()), mu.new_zeros(()))
         out = ModelOutput(
-            features=fused, logits=logits, valence=self.valence_head(fused),
+            features=fused, logits=logits, valence=valence,
             interloss=interloss, present=used, weights=w, attention=attention,
             mu=mu, sigma=None if u is None else u * used.to(u.dtype), loss_terms=terms,
         )
         return self.finish(out, shared)
+
+    def emotion_calibration(self, batch: dict, unimodal: torch.Tensor, u: torch.Tensor, logits: torch.Tensor,
+                            used: torch.Tensor) -> torch.Tensor:
+        """The calibration term against the emotion label (the fused prediction without labels)."""
+        if "emos" in batch:
+            target = F.one_hot(batch["emos"], self.config.output_dim1).to(logits.dtype).expand_as(logits)
+        else:
+            target = torch.softmax(logits.detach(), dim=-1)
+        return losses.uncertainty_calibration(unimodal, u, target, used)
+
+    def valence_calibration(self, batch: dict, unimodal: torch.Tensor, u: torch.Tensor, valence: torch.Tensor,
+                            used: torch.Tensor) -> torch.Tensor:
+        """The calibration term of a valence-only model: against the valence label where a sample has
+        one, else (unlabelled, or inside MERBench) against the fused valence."""
+        target = valence.detach()
+        if "vals" in batch:
+            labelled = batch["val_labelled"] if "val_labelled" in batch else torch.ones_like(batch["vals"], dtype=torch.bool)
+            label = batch["vals"].to(valence.dtype).unsqueeze(-1).expand_as(target)
+            target = torch.where(labelled.unsqueeze(-1).expand_as(target), label, target)
+        return losses.valence_calibration(unimodal, u, target, used)
 
     def proxy_attention(self, proxy: torch.Tensor, tokens: torch.Tensor, log_w: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:

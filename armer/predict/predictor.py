@@ -92,6 +92,9 @@ class Predictor:
 
         self.ensemble = ensemble.eval()
         self.info = info
+        if not info.label_names:
+            raise InferenceError("this checkpoint predicts valence only (no emotion classes); the predictor and the "
+                                 "demo need an emotion checkpoint (score valence-only checkpoints with armer.evaluate)")
         self.source = source
         names = dict(info.extractors or DEFAULT_EXTRACTORS)
         names.update(extractors or {})

@@ -36,7 +36,7 @@ from armer.config import ModelConfig, TrainConfig
 from armer.constants import FEATURE_KEYS, MODALITIES
 from armer.data import Corpus, Dataset
 from armer.evaluate.conditions import gather, mean_of, predict, score_conditions, to_batch
-from armer.evaluate.metrics import emoval, score
+from armer.evaluate.metrics import emoval, headline, score
 from armer.model.modeling import Ensemble, RobustBase, create_model
 from armer.train.folds import validation_folds
 
@@ -254,6 +254,14 @@ def divergence_message(failures: list[tuple[int, int, str]], lr: float) -> str:
             f"for NaN or infinite values; no checkpoint was written")
 
 
+def sample_task_loss(out, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each training sample's cross-entropy (E, B), the epoch's "ce" in the log and history; for a
+    model without emotion classes its squared valence error (0 where unlabelled)."""
+    if out.logits.shape[-1] == 0:
+        return (out.valence[..., 0] - batch["vals"]).pow(2) * batch["val_labelled"].to(out.valence.dtype)
+    return F.cross_entropy(out.logits.flatten(0, 1), batch["emos"].flatten(), reduction="none")
+
+
 def selection_start(config: TrainConfig, model_config: ModelConfig) -> int:
     """The first epoch that can be a fold's best (never later than the last epoch)."""
     start = config.select_from_epoch if config.select_from_epoch > 0 else model_config.modality_dropout_warmup + 1
@@ -319,8 +327,7 @@ def train_members(
                 clip_member_grad_norm_(model, config.grad_clip)
             optimizer.step()
             with torch.no_grad():
-                ce = F.cross_entropy(out.logits.flatten(0, 1), batch["emos"].flatten(), reduction="none")
-                total += ce.view(members, -1).sum(dim=1)
+                total += sample_task_loss(out, batch).view(members, -1).sum(dim=1)
                 dropped += (batch["present"] & ~out.present).flatten(1).sum(dim=1)
                 seen += batch["present"].flatten(1).sum(dim=1)
                 term_sums = term_sums + torch.stack([task, *out.loss_terms.values()])
@@ -348,7 +355,8 @@ def train_members(
                  seconds, fmt(f["ce"] for f in history[-1]["folds"]), fmt(values), fmt(best_emoval),
                  best_epoch.tolist(), fmt((f["dropped_modality_share"] for f in history[-1]["folds"]), percent=True))
         for name, metrics in test_metrics.items():
-            log.info("  %s waf %s", name, fmt(m["waf"] for m in metrics))
+            key = headline(metrics[0])
+            log.info("  %s %s %s", name, key, fmt(m[key] for m in metrics))
         diverged = diverged_members(model, total, values)
         if diverged:
             terms = dict(zip(["cross-entropy + valence MSE", *out.loss_terms], term_sums.tolist()))
@@ -445,10 +453,12 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
                                      dataset.has_valence).items():
         for fold, value in enumerate(metrics):
             history[best_epochs[fold] - 1]["folds"][fold]["test"][name] = value
-        log.info("%s waf per fold at its best epoch %s", name, fmt(m["waf"] for m in metrics))
+        key = headline(metrics[0])
+        log.info("%s %s per fold at its best epoch %s", name, key, fmt(m[key] for m in metrics))
     validation = validation_robustness(network, to_batch(train), val_sets, dataset.has_valence, config.seed)
-    log.info("validation (out-of-fold, kept models) waf: full %.4f, missing-rate mean %.4f",
-             validation["full"]["waf"], validation["missing_rate"]["mean"]["waf"])
+    key = headline(validation["full"])
+    log.info("validation (out-of-fold, kept models) %s: full %.4f, missing-rate mean %.4f",
+             key, validation["full"][key], validation["missing_rate"]["mean"][key])
     return TrainResult(
         ensemble=Ensemble(network).eval(), normalization=stats or [], best_epochs=best_epochs,
         best_emovals=[v for p in parts for v in p.best_emovals], history=history, workers=workers,
