@@ -392,22 +392,18 @@ def load_dataset(
         raise DataError(f"no feature name given for {missing}")
     folders = {m: resolve_feature_folder(root, feature_names[m], feat_type) for m in MODALITIES}
     labels = load_label_file(label_path)
-    valence_only = not any("emo" in entry for name, corpus in labels.items() if name != "label_names"
-                           for entry in corpus.values())
+    stored_names = labels.pop("label_names", None)
+    valence_only = not any("emo" in entry for corpus in labels.values() for entry in corpus.values())
     if valence_only and label_names:
         raise DataError(f"label file {label_path} has valences only (no 'emo'); the model predicts the classes "
                         f"{label_names}: use a label file with emotions, or a valence-only model")
     if valence_only or label_names is not None and not label_names:  # no classes: the valence alone is scored
         names = []
     else:
-        names = label_names or resolve_label_names(
-            {k: v for k, v in labels.items() if k != "label_names"}, labels.get("label_names"), f"label file {label_path}"
-        )
+        names = label_names or resolve_label_names(labels, stored_names, f"label file {label_path}")
     corpora: dict[str, Corpus] = {}
     dims = tuple(folder_dim(folders[m], feat_type) for m in MODALITIES)
     for corpus_name, entries in labels.items():
-        if corpus_name == "label_names":
-            continue
         samples = sorted(entries)
         if not samples:
             log.warning("corpus %s in %s is empty; skipped", corpus_name, label_path)

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001  (report every failure, keep going)
                 failures.append((str(path), f"{type(err).__name__}: {err}"))
                 continue
-            feats = {m: v for m, v in result.features.items() if m in exts}
+            feats = dict(result.features)  # None for a modality without a backend
             if "text" in exts and result.empty_speech:
                 feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
             with sigint_deferred():  # a clip's transcript, features and record are kept together

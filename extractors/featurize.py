@@ -195,13 +195,13 @@ class Sources:
     notices: list[str] = field(default_factory=list)  # limits applied, streams missing
 
     @classmethod
-    def from_media(cls, media: Media, wanted: tuple[str, ...] = MODALITIES, key: str = "") -> Sources:
+    def from_media(cls, media: Media, wanted: tuple[str, ...] = MODALITIES) -> Sources:
         """One decoded file; a notice for each modality in ``wanted`` that it lacks."""
         notices = list(media.notices)
         for m, present in (("audio", media.audio is not None), ("video", bool(media.frames))):
             if m in wanted and not present and not any(f"{m} modality is missing" in n for n in notices):
                 notices.append(f"the {media.kind} has no {m}: the {m} modality is missing")
-        return cls(media.audio, media.frames, key, key, notices)
+        return cls(media.audio, media.frames, notices=notices)
 
     @classmethod
     def combine(cls, video: tuple[str, str, Media] | None = None, audio: tuple[str, str, Media] | None = None,

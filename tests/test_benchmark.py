@@ -289,7 +289,7 @@ def test_grouped_folds_keep_speakers_together():
 
 def test_real_fer_cnn_backend(data_root, tmp_path):
     """The project's FER2013 CNN on the tiny root's faces (skipped until its weights are trained)."""
-    weights = Path(__file__).resolve().parents[1] / "checkpoints" / "fer_cnn" / "model.safetensors"
+    weights = Path(__file__).resolve().parents[1] / "extractors" / "weights" / "fer_cnn" / "model.safetensors"
     if not weights.is_file():
         pytest.skip("extractors/weights/fer_cnn not trained yet (scripts/train_fer_cnn.py)")
     register_fakes()

@@ -463,6 +463,7 @@ def test_dry_run_prints_the_edits_and_writes_nothing(merbench: Path, capsys):
 
 
 def test_install_is_idempotent_and_refreshes_an_outdated_block(merbench: Path):
+    before = snapshot(merbench)
     install(merbench)
     installed = snapshot(merbench)
     result = install(merbench)
@@ -471,6 +472,8 @@ def test_install_is_idempotent_and_refreshes_an_outdated_block(merbench: Path):
     main = merbench / "main-release.py"
     main.write_text("".join(line for line in main.read_text().splitlines(True) if "'--modality_noise'" not in line))
     assert install(merbench).changed == ["main-release.py"] and snapshot(merbench) == installed
+    uninstall(merbench)  # and uninstall after a refreshed block still restores the original tree
+    assert snapshot(merbench) == before
 
 
 def test_uninstall_restores_every_file_byte_identical(merbench: Path):

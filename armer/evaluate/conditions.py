@@ -100,13 +100,13 @@ def mean_of(results: list[dict[str, Any] | None]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
-def score_conditions(score_mask: Callable[[np.ndarray], dict[str, Any]], present: np.ndarray, seed: int
-                     ) -> dict[str, Any]:
-    """`score_mask` of each condition's presence mask (N, 3): `full` (`present`), the six drop
-    patterns (None, not applicable, for one that leaves no sample a modality: it keeps only
-    modalities the data lacks), and under `missing_rate` the sweep's rates (masks seeded by `seed`)
-    and their `mean`."""
-    results: dict[str, Any] = {"full": score_mask(present)}
+def score_conditions(score_mask: Callable[[np.ndarray], dict[str, Any]], present: np.ndarray, seed: int,
+                     full: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`score_mask` of each condition's presence mask (N, 3): `full` (`present`; pass `full` when the
+    caller has already scored it), the six drop patterns (None, not applicable, for one that leaves
+    no sample a modality: it keeps only modalities the data lacks), and under `missing_rate` the
+    sweep's rates (masks seeded by `seed`) and their `mean`."""
+    results: dict[str, Any] = {"full": full if full is not None else score_mask(present)}
     for name, keep in DROP_PATTERNS.items():
         mask = pattern_mask(present, keep)
         results[name] = score_mask(mask) if mask.any() else None

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from armer.config import ModelConfig
-from armer.constants import MODALITIES, MODEL_CLASSES
+from armer.constants import FEATURE_KEYS, MODALITIES, MODEL_CLASSES
 from armer.model import batched, losses
 from armer.model.missing import mix_with_noise, presence_from_features, sample_feature_noise, sample_modality_dropout
 
@@ -193,7 +193,7 @@ class RobustBase(nn.Module):
     def prepare(self, batch: dict, check_inputs: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, bool]:
         """Normalised model inputs (E, B, ...), the raw features (E, B, ...), data presence
         (E, B, M), the presence used after modality dropout, and whether the inputs were shared."""
-        features = [batch["audios"], batch["texts"], batch["videos"]]
+        features = [batch[key] for key in FEATURE_KEYS]
         present = batch.get("present")
         present = presence_from_features(features, self.sample_rank) if present is None else present.to(torch.bool)
         if check_inputs:

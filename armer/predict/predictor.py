@@ -110,12 +110,12 @@ class Predictor:
                                      f"expects {dim}-d ({info.features[m]['name']})")
             self.extractors[m] = ext
         budget = {**CACHE_BYTES, **(cache_bytes or {})}
-        self._media = LRUCache(max_bytes=budget["media"])  # file digest -> Media
         self._file_digests = LRUCache(256)  # (path, size, mtime) -> digest
+        media = LRUCache(max_bytes=budget["media"])  # ("media", file digest) -> Media
         features = LRUCache(max_bytes=budget["features"])  # (modality, input digest, setting) -> (D,) float32
         derived = LRUCache(max_bytes=budget["derived"])  # transcripts and face crops, by input digest
-        self._caches = {"audio": features, "text": features, "video": features, "transcript": derived,
-                        "faces": derived}
+        self._caches = {"media": media, "audio": features, "text": features, "video": features,
+                        "transcript": derived, "faces": derived}
         self._locks = {k: threading.Lock() for k in ("decode", "audio", "text", "video")}
 
     @classmethod
@@ -149,7 +149,7 @@ class Predictor:
 
     def caches(self) -> dict[str, LRUCache]:
         """The caches by name (media, derived, features): their ``nbytes`` is what they hold."""
-        return {"media": self._media, "derived": self._caches["faces"], "features": self._caches["audio"]}
+        return {"media": self._caches["media"], "derived": self._caches["faces"], "features": self._caches["audio"]}
 
     def describe(self) -> str:
         """One line naming the checkpoint (``source_name``, no server path) and the extractors."""
@@ -201,16 +201,7 @@ class Predictor:
             except MediaError as err:
                 raise InferenceError(str(err)) from err
 
-        with self._locks["decode"]:
-            media = self._media.get(digest)
-            if media is None:
-                start = time.perf_counter()
-                media = decode()
-                steps.timings[f"decode {name}"] = time.perf_counter() - start
-                self._media.put(digest, media)
-            else:
-                steps.cached.append(f"decode {name}")
-        return name, digest, media
+        return name, digest, steps.run(f"decode {name}", ("media", digest), decode, group="decode")
 
     # --- the call ---------------------------------------------------------------------------
 

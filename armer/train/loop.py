@@ -168,8 +168,10 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
         usable = [s[mask[s].any(axis=1)] for s in val_sets]
         return mean_of(score_members(model, dict(clean, present=torch.from_numpy(mask)), usable, has_valence))
 
-    result = score_conditions(masked, clean["present"].numpy(), seed)
-    weights = predict(model, clean, padded_index(val_sets), check_inputs=False)["weights"]
+    full = predict(model, clean, padded_index(val_sets), check_inputs=False)  # its weights are reused below
+    result = score_conditions(masked, clean["present"].numpy(), seed,
+                              full=mean_of(score_predictions(full, clean, val_sets, has_valence)))
+    weights = full["weights"]
     result["weight_spread"] = weight_spread(weights, clean["present"], val_sets)
     if "degraded_present" in data:
         result["degraded"] = degraded_response(model, data, val_sets, weights, has_valence)
