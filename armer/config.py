@@ -17,7 +17,10 @@ from typing import Any, Callable, Iterable
 
 from armer.constants import FEAT_TYPES
 
-__all__ = ["ModelConfig", "TrainConfig", "choices_of", "flag_fields", "setting"]
+MISSING_MODES = ("mask", "zeros")
+OPTIMIZERS = ("adam", "adamw")
+
+__all__ = ["RECIPES", "ModelConfig", "TrainConfig", "choices_of", "flag_fields", "setting"]
 
 Choices = Iterable[str] | Callable[[], Iterable[str]]
 
@@ -48,12 +51,6 @@ def _model_names() -> list[str]:
     from armer.model import list_models  # the model registry imports this module
 
     return list_models()
-
-
-def _fold_groups() -> tuple[str, ...]:
-    from armer.train.folds import FOLD_GROUPS  # the folds belong to training, not to the settings
-
-    return FOLD_GROUPS
 
 
 @dataclass
@@ -102,6 +99,11 @@ class ModelConfig:
     # modality, not only the few that training left unimodal.
     expert_fusion: bool = setting(True, "Not in the seed: the emotion logits also add each present modality's own "
                                         "prediction (its unimodal head), weighted by the fusion weights")
+    # The seed (inside MERBench) feeds a missing modality as the zero vector MERBench fills in: it
+    # goes through its encoder and gets a fusion weight like any other.
+    missing_modality: str = setting("mask", "mask: a missing modality (or one modality dropout removes) gets fusion "
+                                            "weight exactly 0; zeros: it is a zero vector fed through its encoder and "
+                                            "fused like the others (the seed's recipe)", choices=MISSING_MODES)
 
     def __post_init__(self) -> None:
         problems = [f"{f.name}={getattr(self, f.name)} must be a finite number" for f in fields(self)
@@ -113,6 +115,8 @@ class ModelConfig:
             problems.append(f"output_dim1={self.output_dim1} and output_dim2={self.output_dim2} must be >= 0")
         elif self.output_dim1 == 0 and self.output_dim2 == 0:
             problems.append("output_dim1=0 (no emotion classes) needs the valence head: output_dim2 must be positive")
+        if self.missing_modality not in MISSING_MODES:
+            problems.append(f"missing_modality={self.missing_modality!r} must be one of {MISSING_MODES}")
         if self.feat_type not in FEAT_TYPES:
             problems.append(f"feat_type={self.feat_type!r} must be one of {FEAT_TYPES}")
         if self.hidden_dim % max(1, self.num_attention_heads):
@@ -155,15 +159,29 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    recipe: str = setting("armer", "armer: this project's training and model defaults; seed: the seed author's "
+                                   "recipe (docs/training.md): every 'Not in the seed' addition off, a missing "
+                                   "modality fed as zeros, AdamW lr 5e-4 / l2 5e-5, the learning rate halved after "
+                                   "10 epochs without a better validation score, early stopping after 30, raw "
+                                   "features, the best epoch from epoch 1. Flags given explicitly still win",
+                          choices=lambda: tuple(RECIPES))
     epochs: int = setting(100, "training epochs")
-    lr: float = setting(1e-3, "Adam learning rate")
-    l2: float = setting(1e-5, "Adam weight decay (MERBench's --l2)")
+    optimizer: str = setting("adam", "adam (weight decay added to the gradient, MERBench's) or adamw (decoupled "
+                                     "weight decay, the seed's)", choices=OPTIMIZERS)
+    lr: float = setting(1e-3, "learning rate")
+    l2: float = setting(1e-5, "weight decay (MERBench's --l2)")
+    # torch's ReduceLROnPlateau(mode='max', factor=0.5, min_lr=1e-6) per fold, on its validation emoval.
+    lr_patience: int = setting(0, "halve a fold's learning rate (down to 1e-6) after this many epochs without a "
+                                  "better validation emoval (0: a constant learning rate)")
+    early_stop: int = setting(0, "stop a fold after this many epochs without a validation emoval 0.001 above its "
+                                 "best (0: train every epoch)")
     batch_size: int = setting(32, "training samples per step, per fold")
     seed: int = setting(0, "random seed: the folds, the initialisation, the batches, modality dropout and the "
                            "missing-rate sweeps")
     num_folds: int = setting(5, "cross-validation folds, one ensemble member each")
-    fold_groups: str = setting("none", "keep the samples of one group in one fold: none (random folds), or the clip "
-                                       "or speaker of <corpus>-<clip>-<copy> sample names", choices=_fold_groups)
+    fold_groups: str = setting("none", "keep the samples of one group in one fold: none (random folds); clip or "
+                                       "speaker of <corpus>-<clip>-<copy> sample names; regex:PATTERN, the group is "
+                                       "the first capture group of PATTERN in the sample name")
     # Before the warm-up ends the training recipe is not complete, and an early epoch that never saw
     # modality dropout can win on full-modality validation data.
     select_from_epoch: int = setting(0, "first epoch that can be a fold's best (0: the first after "
@@ -182,18 +200,38 @@ class TrainConfig:
     def __post_init__(self) -> None:
         problems = []
         for name, least in (("epochs", 1), ("batch_size", 1), ("num_folds", 2), ("seed", 0), ("select_from_epoch", 0),
-                            ("workers", 0), ("threads", 0)):
+                            ("workers", 0), ("threads", 0), ("lr_patience", 0), ("early_stop", 0)):
             if getattr(self, name) < least:
                 problems.append(f"{name}={getattr(self, name)} must be >= {least}")
         if not 0.0 < self.lr < math.inf:  # also refuses NaN
             problems.append(f"lr={self.lr} must be a positive finite number")
         if not 0.0 <= self.l2 < math.inf:
             problems.append(f"l2={self.l2} must be a finite number >= 0")
+        if self.recipe not in RECIPES:
+            problems.append(f"recipe={self.recipe!r} must be one of {tuple(RECIPES)}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
         if not 0.0 <= self.degraded_views <= 1.0:
             problems.append(f"degraded_views={self.degraded_views} must be in [0, 1]")
         if not math.isfinite(self.grad_clip):
             problems.append(f"grad_clip={self.grad_clip} must be finite (<= 0: no clipping)")
-        if self.fold_groups not in _fold_groups():
-            problems.append(f"fold_groups={self.fold_groups!r} must be one of {_fold_groups()}")
+        from armer.train.folds import check_fold_groups  # the folds belong to training, not to the settings
+
+        if check_fold_groups(self.fold_groups):
+            problems.append(f"fold_groups={self.fold_groups!r} {check_fold_groups(self.fold_groups)}")
         if problems:
             raise ValueError("Invalid TrainConfig: " + "; ".join(problems))
+
+
+# A recipe is a set of defaults for the settings above (`python -m armer.train --recipe NAME`):
+# flags given explicitly override them. `seed` is how the seed's author trains AttentionRobustV2
+# (../shared/docs/seed-training-recipe.md), with every addition of this project switched off.
+RECIPES: dict[str, dict[str, Any]] = {
+    "armer": {},
+    "seed": {
+        "optimizer": "adamw", "lr": 5e-4, "l2": 5e-5, "lr_patience": 10, "early_stop": 30, "normalize": False,
+        "select_from_epoch": 1, "epochs": 100, "batch_size": 32,
+        "modality_noise": 0.0, "calibration_weight": 0.0, "expert_fusion": False, "recon_dims": 0,
+        "missing_modality": "zeros",
+    },
+}

@@ -115,7 +115,9 @@ def test_flags_set_the_dataclass_fields_with_their_types_and_choices():
     assert (train.grad_clip, train.epochs, train.test_every_epoch, train.fold_groups) == (0.5, 7, True, "speaker")
     assert (model.use_vae, model.model) == (False, "attention_robust") and isinstance(train.grad_clip, float)
     with pytest.raises(SystemExit):
-        build_parser().parse_args([*REQUIRED, "--fold_groups", "voice"])
+        build_parser().parse_args([*REQUIRED, "--model", "v3"])
+    with pytest.raises(ValueError, match="fold_groups='voice' must be one of"):
+        settings_from_args(TrainConfig, build_parser().parse_args([*REQUIRED, "--fold_groups", "voice"]))
 
 
 def test_the_settings_doc_lists_every_flag_and_is_up_to_date():

@@ -192,7 +192,8 @@ class RobustBase(nn.Module):
 
     def prepare(self, batch: dict, check_inputs: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, bool]:
         """Normalised model inputs (E, B, ...), the raw features (E, B, ...), data presence
-        (E, B, M), the presence used after modality dropout, and whether the inputs were shared."""
+        (E, B, M), the presence used after modality dropout (all True with `missing_modality`
+        zeros: the absent inputs are zero vectors), and whether the inputs were shared."""
         features = [batch[key] for key in FEATURE_KEYS]
         present = batch.get("present")
         present = presence_from_features(features, self.sample_rank) if present is None else present.to(torch.bool)
@@ -209,6 +210,8 @@ class RobustBase(nn.Module):
         if self.training and self.config.modality_noise > 0:
             alpha = sample_feature_noise(used, self.config.modality_noise * self.warmup_ramp())  # (E, B, M)
             normed = [mix_with_noise(x, alpha[..., i]) for i, x in enumerate(normed)]
+        if self.config.missing_modality == "zeros":  # the seed's: absent inputs are zeros, fused like the others
+            used = torch.ones_like(used)
         return normed, features, present, used, shared
 
     def _check(self, features: list[torch.Tensor], present: torch.Tensor) -> None:

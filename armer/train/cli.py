@@ -28,7 +28,7 @@ from pathlib import Path
 
 from armer.checkpoint import CheckpointInfo, save_checkpoint
 from armer.cli import add_settings, settings_from_args, setup_logging
-from armer.config import ModelConfig, TrainConfig
+from armer.config import RECIPES, ModelConfig, TrainConfig
 from armer.constants import MODALITIES
 from armer.data import DataError, has_degraded_views, load_dataset
 from armer.evaluate.conditions import evaluate_corpus, markdown_table
@@ -60,6 +60,9 @@ def extractor_names(feature_names: dict[str, str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.recipe in RECIPES:  # the recipe's values become the defaults; flags given explicitly still win
+        parser.set_defaults(**RECIPES[args.recipe])
+        args = parser.parse_args(argv)
     try:  # the settings are checked before anything is loaded or written (the model's dims: placeholders)
         train_config = settings_from_args(TrainConfig, args)
         settings_from_args(ModelConfig, args)

@@ -39,6 +39,7 @@ from armer.evaluate.conditions import gather, mean_of, predict, score_conditions
 from armer.evaluate.metrics import emoval, headline, score
 from armer.model.modeling import Ensemble, RobustBase, create_model
 from armer.train.folds import validation_folds
+from armer.train.schedule import MemberSchedule, rescale_step
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def validation_robustness(model: RobustBase, data: dict[str, torch.Tensor], val_
                               full=mean_of(score_predictions(full, clean, val_sets, has_valence)))
     weights = full["weights"]
     result["weight_spread"] = weight_spread(weights, clean["present"], val_sets)
+    result["weight_mean"] = weight_spread(weights, clean["present"], val_sets, statistic="mean")
     if "degraded_present" in data:
         result["degraded"] = degraded_response(model, data, val_sets, weights, has_valence)
     return result
@@ -207,16 +209,16 @@ def degraded_response(model: RobustBase, data: dict[str, torch.Tensor], val_sets
     return result
 
 
-def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray]
-                  ) -> dict[str, float | None]:
-    """Per modality: the std of its fusion weight over each member's samples that have every
-    modality of the data, averaged over the members (None for a modality no sample has). `weights`
-    (E, N, M) are `predict`'s on `padded_index(index_sets)`; `present` (N_all, M) the data's presence.
-    Near 0 means the weights are a constant per modality: the uncertainty no longer tells one sample
-    from another."""
+def weight_spread(weights: torch.Tensor, present: torch.Tensor, index_sets: list[np.ndarray],
+                  statistic: str = "std") -> dict[str, float | None]:
+    """Per modality: the std (or `statistic` "mean") of its fusion weight over each member's samples
+    that have every modality of the data, averaged over the members (None for a modality no sample
+    has). `weights` (E, N, M) are `predict`'s on `padded_index(index_sets)`; `present` (N_all, M) the
+    data's presence. A std near 0 means the weights are a constant per modality: the uncertainty no
+    longer tells one sample from another."""
     available = present.any(dim=0)
     complete = present[:, available].all(dim=-1)[padded_index(index_sets)]  # (E, N)
-    spreads = [weights[e, :len(s)][complete[e, :len(s)]].std(dim=0) for e, s in enumerate(index_sets)]
+    spreads = [getattr(weights[e, :len(s)][complete[e, :len(s)]], statistic)(dim=0) for e, s in enumerate(index_sets)]
     return {m: float(np.nanmean([x[i] for x in spreads])) if available[i] else None for i, m in enumerate(MODALITIES)}
 
 
@@ -295,7 +297,9 @@ def train_members(
     model = create_model(model_config, members=members)
     if stats is not None:
         model.normalizer.set_statistics(stats)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
+    optimizer = make_optimizer(model, config)
+    schedule = MemberSchedule(members, config.lr, config.lr_patience, config.early_stop)
+    params = [p for p in model.parameters() if p.requires_grad]
     data = to_batch(dataset.train)  # views of the (fork-shared) arrays; batches are gathered per step
     if config.degraded_views > 0 and "degraded_present" not in data:
         raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
@@ -312,6 +316,7 @@ def train_members(
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         model.set_epoch(epoch - 1)
+        scales = schedule.scales()
         model.train()
         order = torch.from_numpy(member_indices(train_sets, rng))  # (E, N)
         total, dropped, seen = torch.zeros(members), torch.zeros(members), torch.zeros(members)
@@ -327,7 +332,12 @@ def train_members(
             loss.backward()
             if config.grad_clip > 0:
                 clip_member_grad_norm_(model, config.grad_clip)
-            optimizer.step()
+            if schedule.uniform:
+                optimizer.step()
+            else:
+                before = [p.detach().clone() for p in params]
+                optimizer.step()
+                rescale_step(params, before, scales)
             with torch.no_grad():
                 total += sample_task_loss(out, batch).view(members, -1).sum(dim=1)
                 dropped += (batch["present"] & ~out.present).flatten(1).sum(dim=1)
@@ -337,7 +347,8 @@ def train_members(
         val_metrics = score_members(model, clean, val_sets, has_valence)
         values = [emoval(m, has_valence) for m in val_metrics]
         selectable = epoch >= first_candidate
-        improved = [i for i, value in enumerate(values) if selectable and value > best_emoval[i]]
+        improved = [i for i, value in enumerate(values)
+                    if selectable and value > best_emoval[i] and not schedule.stopped[i]]
         for i in improved:
             best_emoval[i], best_epoch[i] = values[i], epoch
         if improved:
@@ -350,7 +361,8 @@ def train_members(
         history.append({"epoch": epoch, "seconds": seconds, "folds": [
             {"fold": fold + 1, "ce": float(total[i]) / order.shape[1],
              "dropped_modality_share": float(dropped[i] / max(seen[i], 1)), "val": val_metrics[i],
-             "val_emoval": values[i], "test": {name: m[i] for name, m in test_metrics.items()}}
+             "val_emoval": values[i], "lr": float(scales[i]) * config.lr, "stopped": bool(schedule.stopped[i]),
+             "test": {name: m[i] for name, m in test_metrics.items()}}
             for i, fold in enumerate(folds)
         ]})
         log.info("folds %s epoch %d/%d %.2fs: ce %s val emoval %s best %s @%s dropped %s", names, epoch, config.epochs,
@@ -365,6 +377,11 @@ def train_members(
             raise Diverged([(folds[e] + 1, epoch, describe_divergence(what, terms)) for e, what in diverged.items()])
         if stop is not None and stop.is_set():
             raise _Stopped()
+        schedule.step(values)
+        if schedule.all_stopped:
+            log.info("folds %s stopped early (no validation gain for %d epochs) after epoch %d", names,
+                     config.early_stop, epoch)
+            break
     return MembersResult(list(folds), best_state, best_epoch.tolist(), best_emoval.tolist(), history)
 
 
@@ -448,8 +465,7 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
                              for name, value in network.state_dict().items()})
     network.eval()
     best_epochs = [e for p in parts for e in p.best_epochs]
-    history = [{"epoch": epoch + 1, "seconds": max(p.history[epoch]["seconds"] for p in parts),
-                "folds": [f for p in parts for f in p.history[epoch]["folds"]]} for epoch in range(config.epochs)]
+    history = merged_history(parts)
     # Each fold's test scores at its best epoch are those of its kept model: scored once, here.
     for name, metrics in score_tests(network, {n: to_batch(c) for n, c in dataset.tests.items()},
                                      dataset.has_valence).items():
@@ -466,6 +482,25 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
         best_emovals=[v for p in parts for v in p.best_emovals], history=history, workers=workers,
         validation=validation,
     )
+
+
+def make_optimizer(model: RobustBase, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (weight decay added to the gradient, MERBench's) or AdamW (decoupled, the seed's)."""
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
+
+
+def merged_history(parts: list[MembersResult]) -> list[dict]:
+    """The workers' histories as one: per epoch, the longest of the workers' epoch times and an entry
+    per fold, `{"fold": n, "stopped": True}` for a fold whose worker had stopped early by then."""
+    history = []
+    for epoch in range(max(len(p.history) for p in parts)):
+        entries = [p.history[epoch]["folds"] if epoch < len(p.history)
+                   else [{"fold": fold + 1, "stopped": True} for fold in p.folds] for p in parts]
+        history.append({"epoch": epoch + 1, "seconds": max(p.history[epoch]["seconds"] for p in parts
+                                                          if epoch < len(p.history)),
+                        "folds": [f for folds in entries for f in folds]})
+    return history
 
 
 def fmt(values, percent: bool = False) -> str:

@@ -1,0 +1,335 @@
+"""V1, the seed's recipe, our V2 and the naive-Bayes baseline on the paired benchmark, RAVDESS and CMU-MOSI.
+
+    python scripts/real_data.py                                   # the full protocol: 5 seeds, 3 datasets
+    python scripts/real_data.py --datasets ravdess --seeds 0 1 2  # a part of it (the file says which)
+
+Steps (a finished run with the same command is reused, so an interrupted run resumes):
+1. the data: `python -m armer.benchmark build` (the paired benchmark), `python -m armer.datasets
+   ravdess|mosi` (MERBench folders of the truly paired sets), into --cache_dir;
+2. each arm (`ARMS`: V1, `--recipe seed`, V2 at its defaults) and seed with `python -m armer.train`
+   (5-fold CV grouped by speaker / actor / video); the naive-Bayes late fusion of per-modality
+   logistic regressions (`armer.evaluate.baseline`) on the same folds and test corpora;
+3. per run, from its checkpoint: AUROC of separating wrong from right test predictions by the
+   fused sigma (weight-averaged u of the present modalities);
+4. results/real_data.{md,json}: mean +- std over the seeds, the goals of issue #14 checked with
+   their numbers. Refuses a working tree with uncommitted changes (the file names the commit it ran
+   on) unless --allow_dirty, and then says so in the file.
+
+CMU-MOSI: its text and video features were trained on its own train split, so validation folds
+cannot choose anything there; every arm trains a fixed number of epochs and keeps the last one
+(`MOSI_FIXED`), and only its test split is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from armer.constants import MODALITIES  # noqa: E402
+from armer.model.missing import DROP_PATTERNS  # noqa: E402
+from report_files import generated_line, git_commit, write_report  # noqa: E402
+from run_experiments import ms, run  # noqa: E402
+
+ARMS = {
+    "v1": ["--model", "attention_robust"],
+    "seed": ["--model", "attention_robust_v2", "--recipe", "seed"],
+    "v2": ["--model", "attention_robust_v2"],
+}
+ARM_NAMES = {"v1": "V1 (attention_robust)", "seed": "seed recipe (--recipe seed)", "v2": "V2 (defaults)",
+             "nb": "naive-Bayes late fusion"}
+MOSI_EPOCHS = 30
+MOSI_FIXED = ["--epochs", str(MOSI_EPOCHS), "--select_from_epoch", str(MOSI_EPOCHS), "--early_stop", "0",
+              "--lr_patience", "0"]
+# The modality that carries no emotion, where a dataset has one by construction.
+USELESS = {"ravdess": "text"}
+SINGLE_DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}
+CONDITIONS = ["full", *DROP_PATTERNS]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--datasets", nargs="+", default=["benchmark", "ravdess", "mosi"],
+                   choices=["benchmark", "ravdess", "mosi"])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--cache_dir", default=str(Path.home() / ".cache" / "armer"))
+    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "real_data"))
+    p.add_argument("--out", default=str(ROOT / "results" / "real_data.md"))
+    p.add_argument("--test_actors", nargs="+", default=["15", "16"], help="RAVDESS test actors")
+    p.add_argument("--train_args", default="", help="extra arguments for every armer.train run (quoted)")
+    p.add_argument("--nice", type=int, default=10)
+    p.add_argument("--allow_dirty", action="store_true", help="run on uncommitted changes (the file says so)")
+    return p.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str]]:
+    """The data's `armer.train` flags and the command that wrote it (run unless its output exists)."""
+    cache = Path(args.cache_dir)
+    if dataset == "benchmark":
+        out = cache / "benchmark"
+        cmd = [sys.executable, "-m", "armer.benchmark", "build", "--data_root", args.data_root, "--out", str(out)]
+        if not (out / "manifest.json").is_file():
+            run(cmd, cache / "benchmark.build.log", nice=args.nice)
+        folders = json.loads((out / "manifest.json").read_text())["feature_folders"]
+        flags = ["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
+                 *[x for m in MODALITIES for x in (f"--{m}_feature", folders[m])],
+                 "--fold_groups", "speaker", "--degraded_views", "0.25"]
+        return flags, cmd
+    out = cache / dataset
+    cmd = [sys.executable, "-m", "armer.datasets", dataset, "--data_root", args.data_root, "--out", str(out)]
+    if dataset == "ravdess":
+        cmd += ["--test_actors", *args.test_actors]
+    manifest = out / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("command") != cmd[3:]:
+        run(cmd, cache / f"{dataset}.convert.log", nice=args.nice)
+        written = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**written, "command": cmd[3:]}, indent=1), encoding="utf-8")
+    return json.loads(manifest.read_text())["train_flags"], cmd
+
+
+def train(args: argparse.Namespace, dataset: str, flags: list[str], arm: str, seed: int) -> Path:
+    save = Path(args.runs_dir) / dataset / f"{arm}-seed{seed}"
+    cmd = [sys.executable, "-m", "armer.train", *flags, *ARMS[arm], "--seed", str(seed), "--save_root", str(save),
+           *(MOSI_FIXED if dataset == "mosi" else []), *shlex.split(args.train_args)]
+    done = save / "summary.json"
+    if done.is_file() and json.loads(done.read_text()).get("command") == cmd[1:]:
+        print(f"{dataset} {arm} seed {seed}: reusing {save}", flush=True)
+        return save
+    run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+    summary = json.loads(done.read_text())
+    done.write_text(json.dumps({**summary, "command": cmd[1:], "commit": git_commit()}, indent=1), encoding="utf-8")
+    return save
+
+
+def load(flags: list[str]):
+    from armer.data import load_dataset
+
+    f = dict(zip(flags[::2], flags[1::2]))
+    return load_dataset(f["--features_root"], f["--label_path"], {m: f[f"--{m}_feature"] for m in MODALITIES})
+
+
+def baseline(args: argparse.Namespace, dataset: str, flags: list[str], seed: int) -> dict:
+    from armer.config import TrainConfig
+    from armer.evaluate.baseline import evaluate_baseline
+
+    path = Path(args.runs_dir) / dataset / f"nb-seed{seed}.json"
+    if path.is_file() and json.loads(path.read_text()).get("flags") == flags:
+        return json.loads(path.read_text())
+    f = dict(zip(flags[::2], flags[1::2]))
+    result = {"flags": flags, **evaluate_baseline(load(flags), TrainConfig(seed=seed, fold_groups=f["--fold_groups"]))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def sigma_auroc(save: Path, flags: list[str]) -> float | None:
+    """AUROC of the fused sigma for the wrong predictions on test1 (None for V1, which has no sigma;
+    for a valence-only model, wrong = the sign of the valence)."""
+    from armer.checkpoint import load_checkpoint
+    from armer.evaluate.conditions import predict, to_batch
+    from armer.evaluate.metrics import error_auroc
+
+    model, info = load_checkpoint(save / "checkpoint")
+    corpus = load(flags).tests["test1"]
+    out = {k: v.numpy() for k, v in predict(model, to_batch(corpus)).items()}
+    if np.isnan(out["sigma"]).all():
+        return None
+    fused = np.nansum(out["weights"] * np.nan_to_num(out["sigma"]), axis=1)
+    if info.label_names:
+        wrong = out["probs"].argmax(-1) != corpus.emotions
+    else:
+        wrong = (out["valence"] >= 0) != (corpus.valences >= 0)
+    return error_auroc(fused, wrong)
+
+
+def metric_of(dataset: str) -> str:
+    return "acc2" if dataset == "mosi" else "waf"
+
+
+def arm_summary(dataset: str, results: list[dict], key: str) -> dict[str, Any]:
+    """mean +- std over seeds of every condition (validation and test1), the weights and sigma AUROC."""
+    def over(get) -> dict | None:
+        values = []
+        for r in results:
+            try:
+                values.append(get(r))
+            except (KeyError, TypeError):
+                values.append(None)
+        return ms(values)
+
+    out: dict[str, Any] = {"validation": {}, "test1": {}, "weights": {}, "validation_weights": {}}
+    for cond in CONDITIONS:
+        out["validation"][cond] = over(lambda r: r["validation"][cond][key])
+        out["test1"][cond] = over(lambda r: r["results"]["test1"][cond][key])
+    for part in ("validation", "test1"):
+        get = (lambda r: r["validation"]) if part == "validation" else (lambda r: r["results"]["test1"])
+        out[part]["missing_rate"] = {rate: over(lambda r, rate=rate: get(r)["missing_rate"][rate][key])
+                                     for rate in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "mean")}
+    corpora = ["test1", *SINGLE_DEGRADED.values(), "test2"] if dataset == "benchmark" else ["test1"]
+    for corpus in corpora:
+        out["weights"][corpus] = {m: over(lambda r, c=corpus, m=m: r["results"][c]["full"]["weights"][m])
+                                  for m in MODALITIES}
+        out[corpus] = out.get(corpus) or {"full": over(lambda r, c=corpus: r["results"][c]["full"][key])}
+    out["validation_weights"] = {m: over(lambda r, m=m: r["validation"]["weight_mean"][m]) for m in MODALITIES}
+    out["validation_degraded"] = {m: {k: over(lambda r, m=m, k=k: r["validation"]["degraded"][m][k])
+                                      for k in ("weight_clean", "weight_degraded")} for m in MODALITIES}
+    out["sigma_auroc"] = over(lambda r: r["sigma_auroc"])
+    return out
+
+
+def fmt(x: dict | None, scale: float = 100.0) -> str:
+    return "n/a" if x is None else f"{scale * x['mean']:.1f} ± {scale * x['std']:.1f}"
+
+
+def tables(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]:
+    key = metric_of(dataset)
+    name = {"waf": "weighted F1 %", "acc2": "binary accuracy %"}[key]
+    cols = [*CONDITIONS, "missing-rate mean"]
+    lines = []
+    parts = ["test1"] if dataset == "mosi" else ["validation", "test1"]
+    for part in parts:
+        title = "validation folds (out-of-fold)" if part == "validation" else "test"
+        lines += [f"**{title}**, {name}:", "", "| arm | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for arm in arms:
+            s = summary[arm][part]
+            lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(fmt(s[c]) for c in CONDITIONS)
+                         + f" | {fmt(s['missing_rate']['mean'])} |")
+        lines.append("")
+    lines += ["Missing-rate sweep on test (r = 0.1 .. 0.7):", "",
+              "| arm | " + " | ".join(f"r={r}" for r in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7")) + " |",
+              "|---" * 8 + "|"]
+    for arm in arms:
+        sweep = summary[arm]["test1"]["missing_rate"]
+        lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(fmt(sweep[r]) for r in
+                                                            ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7")) + " |")
+    lines += ["", "Mean fusion weight of each modality, all modalities present (test; validation folds), and "
+              "sigma-versus-error AUROC on test:", "",
+              "| arm | test audio / text / video | validation audio / text / video | sigma AUROC |", "|---|---|---|---|"]
+    for arm in arms:
+        if arm == "nb":
+            continue
+        s = summary[arm]
+        test_w = " / ".join(fmt(s["weights"]["test1"][m], 1.0) if s["weights"]["test1"][m] else "n/a"
+                            for m in MODALITIES).replace(" ± ", "±")
+        val_w = " / ".join(fmt(s["validation_weights"][m], 1.0) for m in MODALITIES).replace(" ± ", "±")
+        lines.append(f"| {ARM_NAMES[arm]} | {test_w} | {val_w} | {fmt(s['sigma_auroc'], 1.0)} |")
+    lines.append("")
+    if dataset == "benchmark":
+        lines += ["Each modality's mean weight on the clean test pairs and with only that modality degraded "
+                  "(test3 speech, test4 text, test5 face), and on validation with its degraded view:", "",
+                  "| arm | " + " | ".join(f"{m} clean -> degraded (test) | {m} (validation)" for m in MODALITIES) + " |",
+                  "|---" * 7 + "|"]
+        for arm in [a for a in arms if a != "nb"]:
+            s = summary[arm]
+            cells = []
+            for m, corpus in SINGLE_DEGRADED.items():
+                clean, degraded = s["weights"]["test1"][m], s["weights"][corpus][m]
+                vd = s["validation_degraded"][m]
+                cells.append(f"{fmt(clean, 1.0)} -> {fmt(degraded, 1.0)}")
+                cells.append(f"{fmt(vd['weight_clean'], 1.0)} -> {fmt(vd['weight_degraded'], 1.0)}")
+            lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def goals(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]:
+    """Issue #14's goals that these runs measure, each with its numbers and met / NOT met."""
+    key = metric_of(dataset)
+    part = "test1" if dataset == "mosi" else "validation"
+    lines = []
+    if "v2" not in arms:
+        return lines
+
+    def mean(arm: str, cond: str) -> float | None:
+        value = summary[arm][part]["missing_rate"]["mean"] if cond == "mr" else summary[arm][part][cond]
+        return None if value is None else 100 * value["mean"]
+
+    best = max((a for a in arms if mean(a, "full") is not None), key=lambda a: mean(a, "full"))
+    gap = mean("v2", "full") - mean(best, "full")
+    lines.append(f"- V2 with all modalities within 0.5 points of the best arm ({ARM_NAMES[best]}, {part}): "
+                 f"{gap:+.1f} -> **{'met' if gap >= -0.5 else 'NOT met'}**")
+    for other, margin in (("v1", 2.0), ("seed", 2.0), ("nb", 2.0)):
+        if other in arms and mean(other, "mr") is not None:
+            d = mean("v2", "mr") - mean(other, "mr")
+            lines.append(f"- V2 missing-rate mean at least {margin:g} points above {ARM_NAMES[other]} ({part}): "
+                         f"{d:+.1f} -> **{'met' if d >= margin else 'NOT met'}**")
+    if dataset in USELESS:
+        m = USELESS[dataset]
+        w = summary["v2"]["weights"]["test1"][m]
+        vw = summary["v2"]["validation_weights"][m]
+        ok = w is not None and w["mean"] <= 0.05 and vw is not None and vw["mean"] <= 0.05
+        lines.append(f"- the {m} modality carries no emotion here: V2 gives it at most 5% of the weight: test "
+                     f"{100 * w['mean']:.1f}%, validation {100 * vw['mean']:.1f}% -> **{'met' if ok else 'NOT met'}**")
+    if dataset == "benchmark":
+        for m, corpus in SINGLE_DEGRADED.items():
+            clean, degraded = summary["v2"]["weights"]["test1"][m], summary["v2"]["weights"][corpus][m]
+            if clean and degraded:
+                drop = 100 * (1 - degraded["mean"] / clean["mean"])
+                lines.append(f"- V2 {m} weight clean -> {m} degraded ({corpus}): {clean['mean']:.3f} -> "
+                             f"{degraded['mean']:.3f} ({drop:+.0f}% fall)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    commit = git_commit()
+    if "+uncommitted" in commit and not args.allow_dirty:
+        raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
+                         "or pass --allow_dirty (the file then says so)")
+    started = time.perf_counter()
+    report: dict[str, Any] = {"commit": commit, "seeds": args.seeds, "datasets": {}}
+    lines = ["# V1, the seed's recipe, V2 and a naive-Bayes baseline on paired data", "",
+             generated_line("real_data.py"), "", f"Commit: `{commit}`."
+             + (" **Run on uncommitted changes (--allow_dirty).**" if "+uncommitted" in commit else ""), "",
+             f"Seeds {args.seeds}; mean ± std over the seeds. Arms: " + "; ".join(
+                 f"{ARM_NAMES[a]}: `{' '.join(ARMS[a])}`" for a in args.arms) + "; naive-Bayes late fusion of "
+             "per-modality logistic regressions (`armer/evaluate/baseline.py`). Choices are made on validation "
+             "folds only.", ""]
+    for dataset in args.datasets:
+        flags, prepare_cmd = prepare(args, dataset)
+        runs = {arm: {} for arm in args.arms}
+        for seed in args.seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
+            for arm in args.arms:
+                runs[arm][seed] = train(args, dataset, flags, arm, seed)
+        results = {arm: [] for arm in [*args.arms, "nb"]}
+        for arm, seeds in runs.items():
+            for seed, save in seeds.items():
+                summary = json.loads((save / "summary.json").read_text())
+                summary["sigma_auroc"] = sigma_auroc(save, flags)
+                results[arm].append(summary)
+        results["nb"] = [baseline(args, dataset, flags, seed) for seed in args.seeds]
+        arms = [*args.arms, "nb"]
+        summary = {arm: arm_summary(dataset, results[arm], metric_of(dataset)) for arm in arms}
+        example = shlex.join(["python", "-m", "armer.train", *flags, *ARMS["v2"], "--seed", "0", "--save_root", "RUN",
+                              *(MOSI_FIXED if dataset == "mosi" else [])])
+        trained_at = sorted({r.get("commit", "unknown") for arm in args.arms for r in results[arm]})
+        report["datasets"][dataset] = {"prepare": prepare_cmd[1:], "train_flags": flags, "summary": summary,
+                                       "trained_at": trained_at}
+        lines += [f"## {dataset}", "", f"Data: `{shlex.join(['python', *prepare_cmd[1:]])}`; training: `{example}` "
+                  f"plus each arm's flags. Runs trained at commit(s) {', '.join(f'`{c}`' for c in trained_at)}.", ""]
+        if dataset == "mosi":
+            lines += [f"CMU-MOSI's text and video features were trained on its train split, so validation folds "
+                      f"overrate them and cannot choose anything: a fixed recipe (`{' '.join(MOSI_FIXED)}`, the last "
+                      "epoch kept), test split only. Shape reference, other features (GCNet's), from ComP (AAAI-26) "
+                      "Table 2 as quoted in ../shared/data/README.md: binary accuracy GCNet 80.95 / 64.79 and MoMKE "
+                      "86.74 / 70.58 at missing rate 0.1 / 0.7.", ""]
+        lines += tables(dataset, summary, arms)
+        lines += ["Goals:", "", *goals(dataset, summary, arms), ""]
+    report["seconds"] = round(time.perf_counter() - started)
+    write_report(args.out, lines, report)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
