@@ -1,6 +1,6 @@
 """ARMER demo: upload a clip, read the emotion, switch modalities off and watch the fusion weights.
 
-    python app.py [--checkpoint checkpoints/] [--share] [--port 7860] [--server_name 127.0.0.1]
+    python app.py [--checkpoint checkpoints/] [--share] [--port 7860] [--server_name 127.0.0.1] [--device cpu]
 
 This file only wires the UI. Loading, extraction, caching and fusion live in
 ``armer.predict.Predictor`` (also behind ``python -m armer.predict``).

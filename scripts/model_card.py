@@ -1,6 +1,8 @@
 """The model card (checkpoints/README.md) of the demo checkpoint, written by run_experiments.py."""
 from __future__ import annotations
 
+from arms import arms_line  # scripts/arms.py
+
 
 def model_card(meta: dict, agg: dict, best_seed: int, best_val: float, results_md: str) -> str:
     ex = meta["extractors"]
@@ -59,11 +61,16 @@ random{views}; the test corpora are never used in training.
 {meta['command']}
 ```
 
-which runs `{meta['build_command']}` and, per model and seed, `{meta['train_command']}`
-({meta['epochs']} epochs, {meta['num_folds']}-fold CV). The feature cache lives in
-`~/.cache/armer/benchmark-features` (outside the repository).
+which runs `{meta['build_command']}` and, per arm and seed, `{meta['train_command']}`
+with the arm's flags in place of `--model attention_robust_v2` ({meta['epochs']} epochs,
+{meta['num_folds']}-fold CV). The feature cache lives in `~/.cache/armer/benchmark-features` (outside
+the repository).
 
-## Results (mean ± std over the seeds, percent; V1 = `attention_robust` baseline)
+## Results (mean ± std over the seeds, percent)
+
+V1 is the `attention_robust` baseline; the seed recipe, where run, is AttentionRobustV2 trained the
+seed author's way (docs/training.md, "Recipes"); this checkpoint is a V2 seed. The arms:
+{arms_line(agg)}.
 {main}
 ### Mean fusion weights
 {weights}

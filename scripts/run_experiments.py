@@ -6,18 +6,21 @@
 Steps (each skipped when its output already exists with the same settings, so an interrupted run
 resumes; a run is redone when its command, defaults included, has changed):
 1. build the benchmark (``python -m armer.benchmark build``) into --bench_dir (outside the repo);
-2. train V1 (``attention_robust``) and V2 (``attention_robust_v2``) with ``python -m armer.train``
-   for every seed (5-fold CV, MERBench protocol) into --runs_dir, with ``--fold_groups speaker``
-   so that the folds hold whole EmoDB speakers (random folds put copies of one clip in training
-   and validation and make model selection meaningless);
+2. train the arms of scripts/arms.py (--arms; V1 ``--model attention_robust``, the seed author's
+   recipe ``--model attention_robust_v2 --recipe seed``, V2 ``--model attention_robust_v2``) with
+   ``python -m armer.train`` for every seed (5-fold CV, MERBench protocol) into --runs_dir
+   (``<arm>-seed<n>``), with ``--fold_groups speaker`` so that the folds hold whole EmoDB speakers
+   (random folds put copies of one clip in training and validation and make model selection
+   meaningless);
 3. score the uncertainty of each run: AUROC of separating wrong from right predictions by the
    fused sigma (fusion-weight-averaged u over the present modalities) and by 1 - top probability,
    and the expected calibration error, on the clean (test1) and the noise (test2) corpus;
 4. the ablations of scripts/run_ablation.sh (seed 0), unless --no_ablations;
-5. write results/benchmark.json and results/benchmark.md (mean +- std over seeds, the commands
-   beside the numbers) and, unless --no_export, copy the best V2 *by validation* (mean best
-   fold emoval, never test) to checkpoints/ with a model card (checkpoints/README.md), and the
-   main table into README.md between its benchmark-table markers (unless --no_readme).
+5. write results/benchmark.json and results/benchmark.md (mean +- std over seeds, the arms side by
+   side, the commands beside the numbers) and, unless --no_export, copy the best V2 *by
+   validation* (mean best fold emoval, never test) to checkpoints/ with a model card
+   (checkpoints/README.md), and the main table into README.md between its benchmark-table markers
+   (unless --no_readme).
 """
 from __future__ import annotations
 
@@ -36,11 +39,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from arms import ARM_LABELS, ARMS, arms_line  # scripts/arms.py
 
 from armer.constants import MODALITIES
 from armer.model.missing import DROP_PATTERNS, MISSING_RATES
 
-MODELS = {"v1": "attention_robust", "v2": "attention_robust_v2"}
 CLEAN, NOISE = "test1", "test2"
 SINGLE_NOISE = {"audio": "test3", "text": "test4", "video": "test5"}
 CONDITIONS = ["full", *DROP_PATTERNS]
@@ -64,14 +69,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "MERBench's random folds, which leak copies of a clip into validation)")
     p.add_argument("--build_args", default="", help="extra arguments for armer.benchmark build (quoted)")
     p.add_argument("--degraded_views", type=float, default=0.25,
-                   help="armer.train --degraded_views for every run, V1 and V2 alike: the probability that a "
+                   help="armer.train --degraded_views for every run, every arm alike: the probability that a "
                         "training modality is swapped for its degraded view (the builder's training views)")
     p.add_argument("--train_args", default="", help="extra arguments for every armer.train run (quoted)")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
+                   help="the arms to train and compare (V2 always among them), reported in the order "
+                        f"{', '.join(ARMS)}; e.g. --arms v1 v2 for a runs dir from before the seed recipe")
     p.add_argument("--no_ablations", action="store_true")
     p.add_argument("--no_export", action="store_true", help="do not copy the best V2 to --checkpoint_dir")
     p.add_argument("--no_readme", action="store_true", help="do not write the main table into README.md")
     p.add_argument("--nice", type=int, default=10, help="niceness of the child processes")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if "v2" not in args.arms:
+        p.error("--arms must include v2 (the checks compare against it and it is the exported model)")
+    args.arms = [arm for arm in ARMS if arm in args.arms]
+    return args
 
 
 def run(cmd: list[str], log_path: Path | None = None, env: dict | None = None, nice: int = 10) -> None:
@@ -117,26 +129,36 @@ def build_benchmark(args) -> tuple[dict, list[str]]:
     return manifest, cmd
 
 
-def train_command(args, manifest: dict, model: str, seed: int, save_root: Path) -> list[str]:
+def train_command(args, manifest: dict, arm: str, seed: int, save_root: Path) -> list[str]:
     bench = Path(args.bench_dir)
     f = manifest["feature_folders"]
     return [sys.executable, "-m", "armer.train", "--fold_groups", args.fold_groups,
             "--features_root", str(bench / "features"),
             "--label_path", str(bench / "label-6way.npz"), "--save_root", str(save_root),
             "--audio_feature", f["audio"], "--text_feature", f["text"], "--video_feature", f["video"],
-            "--model", model, "--seed", str(seed), "--epochs", str(args.epochs), "--num_folds", str(args.num_folds),
-            "--workers", str(args.workers), "--degraded_views", str(args.degraded_views), *shlex.split(args.train_args)]
+            "--seed", str(seed), "--epochs", str(args.epochs), "--num_folds", str(args.num_folds),
+            "--workers", str(args.workers), "--degraded_views", str(args.degraded_views),
+            *ARMS[arm], *shlex.split(args.train_args)]  # the arm's flags after the common ones: they win
+
+
+def train_args(cmd: list[str]) -> dict:
+    """The arguments `python -m armer.train` runs `cmd` with: its recipe's defaults applied, as
+    armer.train.cli.main does (and records in summary.json)."""
+    from armer.config import RECIPES
+    from armer.train.cli import build_parser
+
+    parser = build_parser()
+    parser.set_defaults(**RECIPES[parser.parse_args(cmd[3:]).recipe])
+    return vars(parser.parse_args(cmd[3:]))
 
 
 def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
     """A finished run of the same command (same arguments, defaults included), newer than the
     benchmark it trained on, whose checkpoint the current model code still loads."""
-    from armer.train.cli import build_parser
-
     done = save / "summary.json"
     if not done.is_file() or done.stat().st_mtime < (bench / "manifest.json").stat().st_mtime:
         return False
-    if json.loads(done.read_text()).get("args") != vars(build_parser().parse_args(cmd[3:])):
+    if json.loads(done.read_text()).get("args") != train_args(cmd):
         return False
     from armer.checkpoint import CheckpointError, load_checkpoint
 
@@ -148,16 +170,25 @@ def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
     return True
 
 
+def stamp_commit(save: Path) -> None:
+    """Record in a finished run's summary.json the commit it was trained at."""
+    from report_files import git_commit
+
+    summary = json.loads((save / "summary.json").read_text())
+    (save / "summary.json").write_text(json.dumps({**summary, "commit": git_commit()}, indent=1), encoding="utf-8")
+
+
 def train_runs(args, manifest: dict) -> dict[str, dict[int, Path]]:
-    runs: dict[str, dict[int, Path]] = {k: {} for k in MODELS}
-    for seed in args.seeds:  # seeds outermost: an interrupted run leaves V1 and V2 with the same seeds
-        for key, model in MODELS.items():
+    runs: dict[str, dict[int, Path]] = {k: {} for k in args.arms}
+    for seed in args.seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
+        for key in args.arms:
             save = Path(args.runs_dir) / f"{key}-seed{seed}"
-            cmd = train_command(args, manifest, model, seed, save)
+            cmd = train_command(args, manifest, key, seed, save)
             if reusable(save, cmd, Path(args.bench_dir)):
                 print(f"{key} seed {seed}: reusing {save}", flush=True)
             else:
                 run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+                stamp_commit(save)
             runs[key][seed] = save
     return runs
 
@@ -209,24 +240,24 @@ ABLATIONS = {
 
 
 def ablations(args, manifest: dict, runs: dict[str, dict[int, Path]]) -> str | None:
-    """Seed 0 (the first seed): V1, V2 (the main runs) and V2 with each component switched off."""
+    """Seed 0 (the first seed): the arms (the main runs) and V2 with each component switched off."""
     from armer.evaluate.report import ablation_table
 
     seed = args.seeds[0]
     root = Path(args.runs_dir) / f"ablation-seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
-    for key in ("v1", "v2"):
+    for key in runs:
         link = root / key
         if not link.exists():
             link.symlink_to(runs[key][seed].resolve())
     for name, flags in ABLATIONS.items():
         save = root / name
-        cmd = train_command(args, manifest, "attention_robust_v2", seed, save) + flags
+        cmd = train_command(args, manifest, "v2", seed, save) + flags
         if reusable(save, cmd, Path(args.bench_dir)):
             print(f"ablation {name}: reusing {save}", flush=True)
             continue
         run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
-    table = ablation_table(root, ["v1", "v2", *ABLATIONS])
+    table = ablation_table(root, [*runs, *ABLATIONS])
     flags = "; ".join(f"{k}: `{' '.join(v)}`" for k, v in ABLATIONS.items())
     (root / "ablation.md").write_text(table, encoding="utf-8")
     return table + f"\nSeed {seed}, the flags of scripts/run_ablation.sh ({flags}), same epochs and folds as above.\n"
@@ -283,17 +314,23 @@ def fmt(x: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * x['mean']:.{digits}f} ± {scale * x['std']:.{digits}f}"
 
 
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+# The checks: V2 minus each other arm, weighted F1 on the clean test pairs, at least this many points.
+CRITERIA = {"full": ("all modalities", -0.5), "missing_rate_mean": ("mean of the missing-rate sweep", 2.0)}
+
+
 def checks(agg: dict) -> list[str]:
-    v1, v2 = agg["v1"]["corpora"][CLEAN], agg["v2"]["corpora"][CLEAN]
-    d_full = 100 * (v2["full"]["waf"]["mean"] - v1["full"]["waf"]["mean"])
-    d_mr = 100 * (v2["missing_rate_mean"]["waf"]["mean"] - v1["missing_rate_mean"]["waf"]["mean"])
-    lines = [
-        (f"- V2 - V1, weighted F1, all modalities (clean test): {d_full:+.2f} points "
-        f"(criterion: >= -0.5) -> **{'met' if d_full >= -0.5 else 'NOT met'}**"),
-        (f"- V2 - V1, weighted F1, mean of the missing-rate sweep (clean test): {d_mr:+.2f} points "
-        f"(criterion: >= +2) -> **{'met' if d_mr >= 2 else 'NOT met'}**"),
-    ]
     c2 = agg["v2"]["corpora"]
+    lines = []
+    for other in [key for key in agg if key != "v2"]:
+        for cond, (what, least) in CRITERIA.items():
+            d = 100 * (c2[CLEAN][cond]["waf"]["mean"] - agg[other]["corpora"][CLEAN][cond]["waf"]["mean"])
+            lines.append(f"- V2 - {ARM_LABELS[other]}, weighted F1, {what} (clean test): {d:+.2f} points "
+                         f"(criterion: >= {least:+g}) -> **{'met' if d >= least else 'NOT met'}**")
     for m, corpus in SINGLE_NOISE.items():
         if corpus in c2:
             before, after = c2[CLEAN]["weights_full"][m]["mean"], c2[corpus]["weights_full"][m]["mean"]
@@ -302,18 +339,17 @@ def checks(agg: dict) -> list[str]:
     return lines
 
 
+MAIN_COLUMNS = [("waf", CLEAN, "WAF (clean)"), ("acc", CLEAN, "ACC (clean)"), ("waf", NOISE, "WAF (noise)")]
+
+
 def main_table(agg: dict) -> list[str]:
-    L = ["| condition | V1 WAF (clean) | V2 WAF (clean) | V1 ACC (clean) | V2 ACC (clean) | V1 WAF (noise) | V2 WAF (noise) |",
-         "|---|---|---|---|---|---|---|"]
-    v1, v2 = agg["v1"]["corpora"], agg["v2"]["corpora"]
-    rows = CONDITIONS + [f"missing_rate_{r}" for r in RATES] + ["missing_rate_mean"]
-    for cond in rows:
+    columns = [(key, metric, corpus, f"{ARM_LABELS[key]} {name}") for metric, corpus, name in MAIN_COLUMNS for key in agg]
+    rows = []
+    for cond in CONDITIONS + [f"missing_rate_{r}" for r in RATES] + ["missing_rate_mean"]:
         label = cond.replace("missing_rate_", "missing r=") if cond != "missing_rate_mean" else "**missing-rate mean**"
-        cells = [fmt(v1[CLEAN][cond]["waf"]), fmt(v2[CLEAN][cond]["waf"]), fmt(v1[CLEAN][cond]["acc"]),
-                 fmt(v2[CLEAN][cond]["acc"])]
-        cells += [fmt(v1[NOISE][cond]["waf"]), fmt(v2[NOISE][cond]["waf"])] if NOISE in v1 else ["n/a", "n/a"]
-        L.append(f"| {label} | " + " | ".join(cells) + " |")
-    return L
+        rows.append([label, *(fmt(agg[key]["corpora"][corpus][cond][metric]) if corpus in agg[key]["corpora"] else "n/a"
+                              for key, metric, corpus, _ in columns)])
+    return table(["condition", *(head for *_, head in columns)], rows)
 
 
 README_START, README_END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
@@ -327,7 +363,7 @@ def update_readme(readme: Path, agg: dict, meta: dict) -> None:
         return
     block = [README_START,
              f"<!-- generated by scripts/run_experiments.py on {meta['date']} (git {meta['git']}); do not edit by hand -->",
-             "", f"`{meta['command']}`: {len(agg['v2']['seeds'])} seeds each, {meta['epochs']} epochs, "
+             "", f"`{meta['command']}`: {arms_line(agg)}; {len(agg['v2']['seeds'])} seeds each, {meta['epochs']} epochs, "
              f"{meta['num_folds']}-fold CV grouped by speaker; mean ± std in percent. Clean = test1, "
              "noise = test2 (every modality degraded).", "", *main_table(agg), "", *checks(agg), "", README_END]
     head, rest = text.split(README_START, 1)
@@ -337,66 +373,60 @@ def update_readme(readme: Path, agg: dict, meta: dict) -> None:
 
 def markdown(agg: dict, meta: dict, ablation_md: str | None) -> str:
     seeds = agg["v2"]["seeds"]
-    L = ["# Paired emotion benchmark: V1 versus V2", "",
+    labels = {key: ARM_LABELS[key] for key in agg}
+    L = ["# Paired emotion benchmark: " + " versus ".join(labels.values()), "",
          f"Generated by `scripts/run_experiments.py` on {meta['date']} (git {meta['git']}); do not edit by hand.", "",
          "Command:", "", "```", meta["command"], "```", "",
          (f"Benchmark: `{meta['build_command']}` -> {meta['corpora_sizes']} (extractors {meta['extractors']}; "
          f"test speakers {meta['test_speakers']})."), "",
-         (f"Each run: `{meta['train_command']}` (V1: `--model attention_robust`), seeds {seeds}, "
+         (f"Each run: `{meta['train_command']}`, each arm with its own flags in place of `--model "
+          f"attention_robust_v2` ({arms_line(agg)}), seeds {seeds}, "
          f"{meta['epochs']} epochs, {meta['num_folds']}-fold CV, test predictions averaged over the folds."), "",
          ("Numbers: mean ± std over the seeds, in percent. test1 = clean test pairs, test2 = every modality "
          "degraded (speech + noise at 5-10 dB SNR, faces blurred x2/x4, 30 % word drop-out)."), "",
          "## Checks", "", *checks(agg), "",
          "## Main table (weighted F1 / accuracy)", "", *main_table(agg)]
-    v2 = agg["v2"]["corpora"]
+    corpora = [(CLEAN, "clean"), (NOISE, "all noised")] + [(c, f"{m} noised") for m, c in SINGLE_NOISE.items()]
+
+    def per_corpus(field: str, keys) -> list[list[str]]:
+        return [[labels[key], label, *(fmt(agg[key]["corpora"][corpus][field][m], 1, 3) for m in MODALITIES)]
+                for key in keys for corpus, label in corpora if corpus in agg[key]["corpora"]]
+
+    with_sigma = [key for key in agg if any(agg[key]["corpora"][CLEAN]["sigma_full"].values())]
     L += ["", "## Mean fusion weight per modality, all modalities present", "",
           "Over the test samples; 'X noised' = the corpus where only X is degraded (test3/test4/test5).", "",
-          "| model | corpus | audio | text | video |", "|---|---|---|---|---|"]
-    corpora = [(CLEAN, "clean"), (NOISE, "all noised")] + [(c, f"{m} noised") for m, c in SINGLE_NOISE.items()]
-    for key in ("v1", "v2"):
-        for corpus, label in corpora:
-            if corpus in agg[key]["corpora"]:
-                w = agg[key]["corpora"][corpus]["weights_full"]
-                L.append(f"| {key.upper()} | {label} | " + " | ".join(fmt(w[m], 1, 3) for m in MODALITIES) + " |")
-    L += ["", "V2 sigma (u, mean over dims) per modality:", "", "| corpus | audio | text | video |", "|---|---|---|---|"]
-    for corpus, label in corpora:
-        if corpus in v2:
-            s = v2[corpus]["sigma_full"]
-            L.append(f"| {label} | " + " | ".join(fmt(s[m], 1, 3) for m in MODALITIES) + " |")
+          *table(["model", "corpus", *MODALITIES], per_corpus("weights_full", agg)),
+          "", "Sigma (u, mean over dims) per modality, the arms that have one:", "",
+          *table(["model", "corpus", *MODALITIES], per_corpus("sigma_full", with_sigma))]
     L += ["", "## Uncertainty versus errors (all modalities present)", "",
           ("AUROC of separating wrong from right predictions (0.5 = no information) by the fused sigma "
-          "(sum of fusion weight x u over the present modalities; V2 only) and by 1 - top probability; "
-          "ECE of the top probability (10 bins)."), "",
-          "| model | corpus | AUROC fused sigma | AUROC 1 - p_max | ECE | error rate |", "|---|---|---|---|---|---|"]
-    for key in ("v1", "v2"):
-        for corpus, u in agg[key]["uncertainty"].items():
-            L.append(f"| {key.upper()} | {corpus} | {fmt(u['auroc_sigma'], 1, 3)} | {fmt(u['auroc_prob'], 1, 3)} | "
-                     f"{fmt(u['ece'], 1, 3)} | {fmt(u['error_rate'], 1, 3)} |")
+          "(sum of fusion weight x u over the present modalities; not V1, which has no sigma) and by 1 - top "
+          "probability; ECE of the top probability (10 bins)."), "",
+          *table(["model", "corpus", "AUROC fused sigma", "AUROC 1 - p_max", "ECE", "error rate"],
+                 [[labels[key], corpus, *(fmt(u[k], 1, 3) for k in ("auroc_sigma", "auroc_prob", "ece", "error_rate"))]
+                  for key in agg for corpus, u in agg[key]["uncertainty"].items()])]
     L += ["", "## Validation (model selection)", "",
-          (f"Mean best fold emoval (validation weighted F1): V1 {fmt(agg['v1']['val_emoval'])}, "
-          f"V2 {fmt(agg['v2']['val_emoval'])}. Demo checkpoint: {meta.get('exported') or 'not exported'}."), "",
+          ("Mean best fold emoval (validation weighted F1): "
+           + ", ".join(f"{labels[key]} {fmt(agg[key]['val_emoval'])}" for key in agg)
+           + f". Demo checkpoint: {meta.get('exported') or 'not exported'}."), "",
           ("Each fold's kept model on its own validation samples (speakers it never trained on), weighted F1 "
           "averaged over the folds; the same drop patterns and missing-rate sweep as on test. These are the "
           "numbers model variants were compared by."), "",
-          "| condition | V1 | V2 |", "|---|---|---|"]
-    for cond in [*CONDITIONS, "missing_rate_mean"]:
-        label = "**missing-rate mean**" if cond == "missing_rate_mean" else cond
-        L.append(f"| {label} | {fmt(agg['v1']['validation'][cond])} | {fmt(agg['v2']['validation'][cond])} |")
+          *table(["condition", *labels.values()],
+                 [["**missing-rate mean**" if cond == "missing_rate_mean" else cond,
+                   *(fmt(agg[key]["validation"][cond]) for key in agg)] for cond in [*CONDITIONS, "missing_rate_mean"]])]
     L += ["", ("Spread of the fusion weights: the std over validation samples (all modalities present) of each "
                "modality's weight, averaged over the folds; near 0 = one constant weight per modality."), "",
-          "| model | audio | text | video |", "|---|---|---|---|"]
-    for key in ("v1", "v2"):
-        spread = agg[key]["validation_weight_spread"]
-        L.append(f"| {key.upper()} | " + " | ".join(fmt(spread[m], 1, 3) for m in MODALITIES) + " |")
-    if all(agg[key]["validation_degraded"] for key in ("v1", "v2")):
+          *table(["model", *MODALITIES], [[labels[key], *(fmt(agg[key]["validation_weight_spread"][m], 1, 3)
+                                                          for m in MODALITIES)] for key in agg])]
+    degraded = {key: agg[key]["validation_degraded"] for key in agg if agg[key]["validation_degraded"]}
+    if degraded:
         L += ["", ("Degraded validation inputs (the builder's training views of the validation samples, never the "
                    "test's): each modality's mean fusion weight clean -> with only that modality degraded, and "
                    "the weighted F1 with every modality degraded."), "",
-              "| model | audio | text | video | WAF, all degraded |", "|---|---|---|---|---|"]
-        for key in ("v1", "v2"):
-            d = agg[key]["validation_degraded"]
-            cells = [f"{d[m]['weight_clean']['mean']:.3f} -> {d[m]['weight_degraded']['mean']:.3f}" for m in MODALITIES]
-            L.append(f"| {key.upper()} | " + " | ".join(cells) + f" | {fmt(d['all_waf'])} |")
+              *table(["model", *MODALITIES, "WAF, all degraded"],
+                     [[labels[key], *(f"{d[m]['weight_clean']['mean']:.3f} -> {d[m]['weight_degraded']['mean']:.3f}"
+                                      for m in MODALITIES), fmt(d["all_waf"])] for key, d in degraded.items()])]
     L.append("")
     L += ["## Ablations (scripts/run_ablation.sh's runs)", "",
           ablation_md if ablation_md else "Not run yet (`--no_ablations`, or still running when this file was written).", ""]
@@ -433,7 +463,7 @@ def main(argv=None) -> None:
     runs = train_runs(args, manifest)
     unc = {key: {s: uncertainty(args, manifest, p) for s, p in seeds.items()} for key, seeds in runs.items()}
     agg = aggregate(runs, unc)
-    example = train_command(args, manifest, "attention_robust_v2", 0, Path(args.runs_dir) / "v2-seed0")
+    example = train_command(args, manifest, "v2", 0, Path(args.runs_dir) / "v2-seed0")
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git_rev(),
         "command": shlex.join(["python", "scripts/run_experiments.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -10,10 +10,24 @@ import pytest
 
 from armer.benchmark import CLASSES, BuildOptions, SourceError, build
 from armer.benchmark.__main__ import main as bench_main
-from armer.benchmark.build import allowed_train_faces, pair_sources, resolve_test_speakers
+from armer.benchmark.build import (
+    allowed_train_faces,
+    ladder_corpus,
+    pair_sources,
+    parse_ladder_corpus,
+    resolve_test_speakers,
+)
 from armer.benchmark.sources import read_emodb, read_fer, read_meld
 from armer.data import DEGRADED_SUFFIX, DataError, load_dataset, load_label_file
 from tests.benchmark_fakes import FAKES, FakeVideo, make_data_root, register_fakes
+
+LADDER = {  # the default severity ladder, mild to severe
+    "audio": ["ladder_audio_snr_20", "ladder_audio_snr_10", "ladder_audio_snr_5", "ladder_audio_snr_0",
+              "ladder_audio_snr_m5"],
+    "text": ["ladder_text_drop_0p3", "ladder_text_drop_0p5", "ladder_text_drop_0p7", "ladder_text_drop_0p9"],
+    "video": ["ladder_video_blur_2", "ladder_video_blur_4", "ladder_video_blur_8"],
+}
+LADDER_CORPORA = [c for names in LADDER.values() for c in names]
 
 
 def options(root: Path, out: Path, cache: Path, **kw) -> BuildOptions:
@@ -119,7 +133,7 @@ def test_build_writes_merbench_tree(built):
     out, manifest = built
     labels = load_label_file(out / "label-6way.npz")
     assert labels["label_names"] == CLASSES
-    assert set(labels) == {"train", "test1", "test2", "test3", "test4", "test5", "label_names"}
+    assert set(labels) == {"train", "test1", "test2", "test3", "test4", "test5", "label_names", *LADDER_CORPORA}
     assert len(labels["train"]) == 192 and all(len(labels[c]) == 96 for c in ("test1", "test2", "test5"))
     assert all(e["val"] == -10 for e in labels["train"].values())
     names = {m: manifest["feature_folders"][m] for m in ("audio", "text", "video")}
@@ -175,6 +189,92 @@ def test_training_views_are_degraded_copies_of_the_training_pairs_only(built):
     assert all(c.degraded is None for c in ds.tests.values())  # test corpora never get the training views
 
 
+def test_severity_ladder_degrades_one_modality_at_one_level(built):
+    out, manifest = built
+    feats, folders = out / "features", manifest["feature_folders"]
+    labels = load_label_file(out / "label-6way.npz")
+    tests = sorted(k for k in manifest["pairs"] if k.startswith("test1-"))
+    for corpus in LADDER_CORPORA:  # the test pairs again, under the corpus's name
+        assert sorted(labels[corpus]) == sorted(corpus + name[len("test1"):] for name in tests)
+        assert [e["emo"] for e in labels[corpus].values()] == [labels["test1"][n]["emo"] for n in labels["test1"]]
+        assert manifest["corpora"][corpus]["n"] == 96
+
+    def vec(modality: str, corpus: str, name: str) -> np.ndarray:
+        return np.load(feats / folders[modality] / f"{corpus}{name[len('test1'):]}.npy")
+
+    for modality, corpora in LADDER.items():
+        for corpus in corpora:
+            for other in {"audio", "text", "video"} - {modality}:  # the other modalities stay clean
+                assert all(np.array_equal(vec(other, corpus, n), vec(other, "test1", n)) for n in tests)
+            changed = [not np.array_equal(vec(modality, corpus, n), vec(modality, "test1", n)) for n in tests]
+            assert all(changed) if modality != "text" else np.mean(changed) > 0.5  # a sentence can keep every word
+    # severity is monotone, item by item: the fake audio's high bands hold the noise energy, the fake
+    # text counts the words kept (those dropped at one rate are dropped at every higher one too), and
+    # the fake face features move further from the sharp face's as the blur grows
+    levels = {m: np.array([[vec(m, c, n) for c in ["test1", *LADDER[m]]] for n in tests]) for m in LADDER}
+    noise = levels["audio"][:, :, 4:].mean(axis=2)
+    assert (np.diff(noise, axis=1) > 0).all()
+    words = levels["text"].sum(axis=2)
+    assert (np.diff(words, axis=1) <= 0).all() and (np.diff(words.mean(axis=0)) < 0).all()
+    blur = np.linalg.norm(levels["video"] - levels["video"][:, :1], axis=2)
+    assert (np.diff(blur, axis=1) > 0).all()
+    # the ladder's 30 % level is the noise corpus's text (same seeds): nothing new to extract
+    assert all(np.array_equal(vec("text", "ladder_text_drop_0p3", n), vec("text", "test4", n)) for n in tests)
+    ladder = manifest["ladder"]
+    assert list(ladder["corpora"]) == LADDER_CORPORA
+    assert ladder["corpora"]["ladder_audio_snr_m5"] == {"modality": "audio", "parameter": "snr_db", "level": -5.0}
+    assert ladder["levels"] == {"audio": {"parameter": "snr_db", "levels": [20.0, 10.0, 5.0, 0.0, -5.0]},
+                                "text": {"parameter": "word_drop", "levels": [0.3, 0.5, 0.7, 0.9]},
+                                "video": {"parameter": "blur", "levels": [2, 4, 8]}}
+    texts = ladder["texts"]
+    for mild, severe in zip(LADDER["text"], LADDER["text"][1:]):
+        assert all(set(texts[severe][k].split()) <= set(texts[mild][k].split()) for k in texts[mild])
+    assert ladder["empty_texts"]["ladder_text_drop_0p9"] == sum(not t for t in texts["ladder_text_drop_0p9"].values())
+    assert manifest["corpora"]["ladder_audio_snr_m5"]["description"] == \
+        "test pairs, speech only: white noise at -5 dB SNR"
+    n_clips = len({manifest["pairs"][n]["emodb"] for n in tests})
+    assert manifest["extraction"]["audio"]["ladder_computed"] == 5 * n_clips  # one extraction per clip and SNR
+    ds = load_dataset(feats, out / "label-6way.npz", {m: folders[m] for m in folders})
+    assert all(ds.corpora[c].present[:, [0, 2]].all() for c in LADDER_CORPORA)
+
+
+def test_ladder_corpus_names_parse_back():
+    from armer.train.folds import sample_group
+
+    assert [ladder_corpus("audio", v) for v in (20, 0, -5, -0.0)] == \
+        ["ladder_audio_snr_20", "ladder_audio_snr_0", "ladder_audio_snr_m5", "ladder_audio_snr_0"]
+    assert ladder_corpus("text", 0.3) == "ladder_text_drop_0p3" and ladder_corpus("video", 8) == "ladder_video_blur_8"
+    for modality, corpora in LADDER.items():
+        for corpus in corpora:
+            parsed = parse_ladder_corpus(corpus)
+            assert parsed is not None and parsed[0] == modality and ladder_corpus(*parsed) == corpus
+    assert parse_ladder_corpus("ladder_text_drop_0p05") == ("text", 0.05)
+    for other in ("test1", "train", "ladder_audio_blur_2", "ladder_audio_snr_-5", "ladder_audio_snr_0.3"):
+        assert parse_ladder_corpus(other) is None
+    assert sample_group("ladder_audio_snr_m5-09a01Wa-3", "speaker") == "09"  # no '-' in a corpus name
+
+
+def test_ladder_levels_are_checked(data_root, tmp_path):
+    for bad in ({"ladder_blur_factors": (2, 2.5)}, {"ladder_word_drop": (0.5, 1.5)},
+                {"ladder_snr_db": (10.0, float("nan"))}, {"ladder_word_drop": (0.3, 0.30000000000000004, 0.3)}):
+        with pytest.raises(ValueError):
+            build(options(data_root, tmp_path / "out", tmp_path / "cache", **bad))
+
+
+def test_no_ladder_skips_it(data_root, tmp_path):
+    register_fakes()
+    out = tmp_path / "bench"
+    manifest = bench_main(["build", "--data_root", str(data_root), "--out", str(out), "--cache_dir",
+                           str(tmp_path / "cache"), "--k_train", "1", "--k_test", "1", "--no_ladder",
+                           "--audio_extractor", "fake-audio", "--text_extractor", "fake-text",
+                           "--video_extractor", "fake-video"])
+    assert manifest["ladder"] is None and manifest["options"]["ladder"] is False
+    assert set(load_label_file(out / "label-6way.npz")) == {"train", "test1", "test2", "test3", "test4", "test5",
+                                                          "label_names"}
+    assert not list((out / "features").rglob("ladder_*.npy"))
+    assert "ladder_computed" not in manifest["extraction"]["audio"]
+
+
 def test_without_training_views_asking_for_them_is_a_clear_error(data_root, tmp_path):
     manifest = build(options(data_root, tmp_path / "bench", tmp_path / "cache", train_views=False, noise=False))
     folders = manifest["feature_folders"]
@@ -189,15 +289,17 @@ def test_build_is_deterministic_and_cached(data_root, built, tmp_path):
     again = build(options(data_root, tmp_path / "again", Path(manifest["options"]["cache_dir"])))
     assert again["pairs"] == manifest["pairs"]
     assert again["extraction"]["audio"]["computed"] == 0  # everything from the cache
+    assert again["extraction"]["audio"]["ladder_computed"] == 0
     for folder in manifest["feature_folders"].values():
-        for f in sorted((out / "features" / folder).glob("*.npy"))[:20]:
+        for f in sorted((out / "features" / folder).glob("*.npy"))[::25]:  # every corpus
             assert np.array_equal(np.load(f), np.load(tmp_path / "again" / "features" / folder / f.name))
 
 
 def test_options_select_speakers_usages_and_csvs(tmp_path):
     root = make_data_root(tmp_path / "other", speakers=("12", "13", "15"), usages=("Training", "PrivateTest"),
                           csvs=("train_sent_emo", "test_sent_emo"))
-    manifest = build(options(root, tmp_path / "out", tmp_path / "cache", test_speakers=["12"], noise=False))
+    manifest = build(options(root, tmp_path / "out", tmp_path / "cache", test_speakers=["12"], noise=False,
+                                ladder=False))
     assert manifest["sources"]["test_speakers"] == ["12"]
     assert manifest["sources"]["fer_usages"] == {"PrivateTest": "test", "Training": "train"}
     assert manifest["sources"]["meld_csv"] == ["test_sent_emo", "train_sent_emo"]
@@ -233,7 +335,7 @@ def test_test_only_root_then_evaluate_with_trained_checkpoint(data_root, built, 
     assert "train" not in labels and len(labels["test1"]) == 2 * 12 * 4
     results = evaluate_main(["--checkpoint", str(save), "--features_root", str(bench / "features"),
                              "--label_path", str(bench / "label-6way.npz"), "--noise_levels"])
-    assert set(results) == {"test1", "test2", "test3", "test4", "test5"}
+    assert set(results) == {"test1", "test2", "test3", "test4", "test5", *LADDER_CORPORA}
     assert results["test1"]["full"]["n"] == 96
     assert 0.0 <= results["test1"]["full"]["waf"] <= 1.0
 

@@ -22,6 +22,7 @@ from armer.benchmark.sources import (
     read_meld,
     speakers,
 )
+from armer.device import add_device_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--video_extractor", default=None, help="video backend")
     b.add_argument("--cache_dir", default=None, help=f"feature cache (default: {default_cache_dir()})")
     b.add_argument("--no_noise", action="store_true", help="skip the degraded test corpora (test2..test5)")
+    b.add_argument("--no_ladder", action="store_true",
+                   help="skip the severity ladder (ladder_<modality>_<parameter>_<level>: one modality degraded at "
+                        "one fixed level; speech at 20/10/5/0/-5 dB SNR costs 5 more audio extractions per test clip)")
     b.add_argument("--no_train_views", action="store_true",
                    help="skip the degraded training views (<feature folder>-DEGRADED, for armer.train --degraded_views)")
     b.add_argument("--train_faces", default="auto", choices=TRAIN_FACES,
@@ -52,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--extractor_module", action="append", default=[],
                    help="import this module first (one that registers extra backends with "
                         "armer.extractors.register_extractor); may be repeated")
+    add_device_argument(b)
     return parser
 
 
@@ -80,7 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
         options = BuildOptions(data_root=root, out=Path(args.out), seed=args.seed, k_train=args.k_train,
                                k_test=args.k_test, test_speakers=args.test_speakers, extractors=chosen,
                                cache_dir=Path(args.cache_dir) if args.cache_dir else None, noise=not args.no_noise,
-                               train_views=not args.no_train_views, train_faces=args.train_faces)
+                               train_views=not args.no_train_views, ladder=not args.no_ladder,
+                               train_faces=args.train_faces,
+                               device=args.device)
         manifest = build(options, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except SourceError as exc:
         parser.exit(2, f"error: {exc}\n")

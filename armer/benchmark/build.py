@@ -19,6 +19,15 @@ Corpora in the label file:
     test3   the test pairs with only the speech degraded
     test4   the test pairs with only the text degraded
     test5   the test pairs with only the face degraded
+    ladder_<modality>_<parameter>_<level>
+            the severity ladder (``ladder``): the test pairs with one modality degraded at one fixed
+            level, one corpus per level: ladder_audio_snr_20 .. ladder_audio_snr_m5 (white noise at
+            20, 10, 5, 0, -5 dB SNR), ladder_text_drop_0p3 .. ladder_text_drop_0p9 (30-90 % word
+            drop-out), ladder_video_blur_2 .. ladder_video_blur_8 (faces blurred x2, x4, x8). In a
+            level, '-' is written 'm' and '.' 'p' (sample names are split at '-'); `ladder_corpus`
+            and `parse_ladder_corpus` convert. The ladder uses the noise corpora's seeds, so each
+            item gets the same noise at every SNR (only scaled) and the words dropped at one rate
+            are dropped at every higher rate too: the levels differ only in severity.
 
 With ``train_views`` every training source item also gets one degraded copy, drawn from wider
 ranges than the test's (speech + white noise at -5 to 10 dB SNR, faces blurred x2-x6, 10-50 % word
@@ -32,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -76,6 +86,13 @@ CORPUS_DESCRIPTIONS = {
     "test4": "test pairs, text degraded only",
     "test5": "test pairs, face degraded only",
 }
+# The severity ladder: modality -> (corpus-name parameter, manifest parameter, description of a level)
+LADDER_PARAMETERS: dict[str, tuple[str, str, Callable[[float], str]]] = {
+    "audio": ("snr", "snr_db", lambda level: f"speech only: white noise at {level:g} dB SNR"),
+    "text": ("drop", "word_drop", lambda level: f"text only: {100 * level:g} % word drop-out"),
+    "video": ("blur", "blur", lambda level: f"face only: blurred x{level:g}"),
+}
+LADDER_PREFIX = "ladder_"
 
 
 def default_cache_dir() -> Path:
@@ -106,6 +123,12 @@ class BuildOptions:
     # images it trained on and ~65% of unseen ones, results/fer_cnn_seen_unseen.md, so training and
     # validation would see a face modality far more reliable than the test faces); else every image.
     train_faces: str = "auto"  # auto | heldout | all
+    device: str = "cpu"  # where the default extractor factory runs the backends (armer.device: auto, cpu, cuda, cuda:N)
+    # The severity ladder (see the module docstring): one test corpus per modality and level, mild to severe.
+    ladder: bool = True
+    ladder_snr_db: tuple[float, ...] = (20.0, 10.0, 5.0, 0.0, -5.0)
+    ladder_word_drop: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+    ladder_blur_factors: tuple[int, ...] = (2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -117,9 +140,29 @@ class Pair:
     utterance: Utterance
 
 
+# A pair's source item per modality: the key of its raw input, its degraded copies and its features.
+SOURCE_KEY: dict[str, Callable[[Pair], str]] = {"audio": lambda p: p.clip.stem, "video": lambda p: str(p.fer_index),
+                                                "text": lambda p: p.utterance.key}
+
+
 def item_seed(seed: int, key: str) -> int:
     """A stable per-item seed (independent of iteration order and of Python's hash seed)."""
     return (zlib.crc32(key.encode("utf-8")) ^ (seed * 0x9E3779B1)) & 0x7FFFFFFF
+
+
+def noise_seed(seed: int, tag: str, key: str) -> int:
+    """The seed of an audio item's white noise (``tag``: see `Degradation`)."""
+    return item_seed(seed, f"{tag}noise:{key}")
+
+
+def text_seed(seed: int, tag: str, key: str) -> int:
+    """The seed of a sentence's word drop-out (``tag``: see `Degradation`)."""
+    return item_seed(seed, f"{tag}text:{key}")
+
+
+def corpus_sample_name(corpus: str, pair: Pair) -> str:
+    """A test pair's sample name in another test corpus: test1-<clip>-<k> -> <corpus>-<clip>-<k>."""
+    return corpus + pair.name[len("test1"):]
 
 
 def resolve_test_speakers(requested: list[str] | None, clips: list[Clip], fer: FerImages,
@@ -274,12 +317,15 @@ def weights_fingerprint(extractor) -> str | None:
 
 class FeatureStore:
     """Features of one backend, cached on disk by the content of the input (and of the weights,
-    see ``weights_fingerprint``)."""
+    see ``weights_fingerprint``). A backend on a GPU (half precision, other kernels: not the same
+    bits) has its own cache folder, ``<name>[@<fingerprint>]@cuda``."""
 
     def __init__(self, extractor, cache_dir: Path | None) -> None:
         self.extractor = extractor
         self.fingerprint = weights_fingerprint(extractor)
         sub = extractor.name if self.fingerprint is None else f"{extractor.name}@{self.fingerprint}"
+        if getattr(extractor, "device_name", "cpu") != "cpu":
+            sub += "@cuda"
         self.folder = (cache_dir / sub) if cache_dir is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -367,7 +413,7 @@ def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], degradatio
         a_key, v_key, t_key = p.clip.stem, str(p.fer_index), p.utterance.key
         if a_key not in out["audio"]:
             rng = np.random.default_rng(item_seed(seed, f"{tag}audio:{a_key}"))
-            noise = Degrade(snr_db=float(rng.uniform(low, high)), seed=item_seed(seed, f"{tag}noise:{a_key}"))
+            noise = Degrade(snr_db=float(rng.uniform(low, high)), seed=noise_seed(seed, tag, a_key))
             out["audio"][a_key] = (noise.apply_audio(raw["audio"][a_key]), {"snr_db": round(noise.snr_db, 2)})
         if v_key not in out["video"]:
             rng = np.random.default_rng(item_seed(seed, f"{tag}video:{v_key}"))
@@ -375,9 +421,73 @@ def degrade_inputs(pairs: list[Pair], raw: dict[str, dict[str, Any]], degradatio
             out["video"][v_key] = (blur.apply_frames(raw["video"][v_key]), {"blur": blur.blur})
         if t_key not in out["text"]:
             rate = degradation.draw_rate(np.random.default_rng(item_seed(seed, f"{tag}text-rate:{t_key}")))
-            text = Degrade(word_drop=rate, seed=item_seed(seed, f"{tag}text:{t_key}")).apply_text(raw["text"][t_key])
+            text = Degrade(word_drop=rate, seed=text_seed(seed, tag, t_key)).apply_text(raw["text"][t_key])
             out["text"][t_key] = (text, {"text": text} if not tag else {"word_drop": round(rate, 3), "text": text})
     return out
+
+
+def level_token(level: float) -> str:
+    """A ladder level as it is written in a corpus name, without '-' or '.': 20 -> '20', -5 -> 'm5', 0.3 -> '0p3'."""
+    return np.format_float_positional(float(level) + 0.0, trim="-").replace("-", "m").replace(".", "p")
+
+
+def ladder_corpus(modality: str, level: float) -> str:
+    """The severity ladder's corpus of one modality and level, e.g. ladder_audio_snr_m5, ladder_text_drop_0p3."""
+    return f"{LADDER_PREFIX}{modality}_{LADDER_PARAMETERS[modality][0]}_{level_token(level)}"
+
+
+_LADDER_NAME = re.compile(re.escape(LADDER_PREFIX) + r"([a-z]+)_([a-z]+)_(m?[0-9]+(?:p[0-9]+)?)")
+
+
+def parse_ladder_corpus(name: str) -> tuple[str, float] | None:
+    """(modality, level) of a severity-ladder corpus name; None for any other corpus."""
+    found = _LADDER_NAME.fullmatch(name)
+    if not found or LADDER_PARAMETERS.get(found.group(1), ("",))[0] != found.group(2):
+        return None
+    return found.group(1), float(found.group(3).replace("m", "-").replace("p", "."))
+
+
+def ladder_levels(options: BuildOptions) -> dict[str, tuple[float, ...]]:
+    """The ladder's levels per modality (checked: finite SNRs, drop-out rates in [0, 1], integer blur
+    factors 1-32, no two levels with one corpus name)."""
+    from armer.extractors.degrade import Degrade
+
+    levels = {"audio": tuple(float(x) for x in options.ladder_snr_db),
+              "text": tuple(float(x) for x in options.ladder_word_drop),
+              "video": tuple(options.ladder_blur_factors)}
+    for level in levels["audio"]:
+        Degrade(snr_db=level)
+    for level in levels["text"]:
+        Degrade(word_drop=level)
+    for level in levels["video"]:
+        Degrade(blur=level)
+    levels["video"] = tuple(int(x) for x in levels["video"])
+    for modality, values in levels.items():
+        names = [ladder_corpus(modality, v) for v in values]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ladder levels {list(values)} of the {modality} give one corpus name twice: {names}")
+    return levels
+
+
+def ladder_inputs(modality: str, level: float, keys: list[str], raw: dict[str, dict[str, Any]], seed: int) -> list[Any]:
+    """The source items ``keys`` of one modality degraded at one ladder level, with the noise
+    corpora's seeds (same noise at every SNR, only scaled; the words dropped at one rate are dropped
+    at every higher one)."""
+    from armer.extractors.degrade import Degrade
+
+    if modality == "audio":
+        return [Degrade(snr_db=level, seed=noise_seed(seed, "", k)).apply_audio(raw["audio"][k]) for k in keys]
+    if modality == "video":
+        return [Degrade(blur=int(level)).apply_frames(raw["video"][k]) for k in keys]
+    return [Degrade(word_drop=level, seed=text_seed(seed, "", k)).apply_text(raw["text"][k]) for k in keys]
+
+
+def corpus_description(corpus: str) -> str:
+    parsed = parse_ladder_corpus(corpus)
+    if parsed is None:
+        return CORPUS_DESCRIPTIONS[corpus]
+    modality, level = parsed
+    return "test pairs, " + LADDER_PARAMETERS[modality][2](level)
 
 
 def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | None = None,
@@ -388,7 +498,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
     if extractor_factory is None:
         from armer.extractors import create_extractor
 
-        extractor_factory = lambda name, modality: create_extractor(name, modality=modality)
+        extractor_factory = lambda name, modality: create_extractor(name, modality=modality, device=options.device)
     if not options.extractors:
         from armer.extractors import DEFAULT_EXTRACTORS
 
@@ -401,6 +511,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
                                   allowed)
     if not pairs:
         raise SourceError(f"no pairs could be built from {root} (skipped: {skipped})")
+    levels = ladder_levels(options) if options.ladder else None
     for reason, n in skipped.items():
         say(f"skipped {n} clips ({reason})")
     say(f"{len(pairs)} pairs: " + ", ".join(f"{c} {sum(p.corpus == c for p in pairs)}" for c in ("train", "test1")))
@@ -414,8 +525,6 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
             raw["audio"][p.clip.stem] = load_audio(p.clip.path, max_seconds=None)
         raw["video"].setdefault(str(p.fer_index), face_frames(fer.images[p.fer_index]))
         raw["text"].setdefault(p.utterance.key, p.utterance.text)
-    source_key = {"audio": lambda p: p.clip.stem, "video": lambda p: str(p.fer_index),
-                  "text": lambda p: p.utterance.key}
 
     test_pairs = [p for p in pairs if p.corpus == "test1"]
     train_pairs = [p for p in pairs if p.corpus == "train"]
@@ -423,22 +532,28 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
         if options.noise and test_pairs else None
     train_views = degrade_inputs(train_pairs, raw, training_view_degradation(options), options.seed) \
         if options.train_views and train_pairs else None
+    ladder = {m: {ladder_corpus(m, v): v for v in levels[m]} for m in levels} if levels and test_pairs else None
+    if ladder is not None:
+        say(f"severity ladder: {sum(map(len, ladder.values()))} corpora, speech SNR "
+            f"{'/'.join(f'{v:g}' for v in levels['audio'])} dB, word drop-out "
+            f"{'/'.join(f'{v:g}' for v in levels['text'])}, face blur x{'/x'.join(f'{v:g}' for v in levels['video'])}")
 
     cache = options.cache_dir if options.cache_dir is not None else default_cache_dir()
     out = Path(options.out)
     feats_root = out / "features"
-    corpora_names = ["train", "test1"] + (list(NOISE_CORPORA) if degraded is not None else [])
-    labels: dict[str, dict[str, dict]] = {c: {} for c in corpora_names}
+    derived = (list(NOISE_CORPORA) if degraded is not None else []) + \
+        ([c for m in ladder for c in ladder[m]] if ladder is not None else [])  # the test pairs again, degraded
+    labels: dict[str, dict[str, dict]] = {c: {} for c in ["train", "test1"] + derived}
     for p in pairs:
         labels[p.corpus][p.name] = {"emo": p.clip.label, "val": UNLABELLED_VALENCE}
-    if degraded is not None:
-        for corpus in NOISE_CORPORA:
-            for p in test_pairs:
-                labels[corpus][corpus + p.name[len("test1"):]] = {"emo": p.clip.label, "val": UNLABELLED_VALENCE}
+    for corpus in derived:
+        for p in test_pairs:
+            labels[corpus][corpus_sample_name(corpus, p)] = {"emo": p.clip.label, "val": UNLABELLED_VALENCE}
     labels = {c: v for c, v in labels.items() if v}
 
     folders: dict[str, str] = {}
     stats: dict[str, dict[str, int]] = {}
+    ladder_texts: dict[str, dict[str, str]] = {}  # ladder text corpus -> sentence key -> the words kept
     for modality in ("audio", "text", "video"):
         name = options.extractors[modality]
         extractor = extractor_factory(name, modality)
@@ -449,26 +564,36 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
         t1 = time.perf_counter()
         keys = sorted(raw[modality])
         clean = dict(zip(keys, store.features([raw[modality][k] for k in keys])))
-        noisy: dict[str, np.ndarray] = {}
+        degraded_features: dict[str, dict[str, np.ndarray]] = {}  # corpus -> source key -> this modality, degraded
         if degraded is not None:
             dkeys = sorted(degraded[modality])
             noisy = dict(zip(dkeys, store.features([degraded[modality][k][0] for k in dkeys])))
+            degraded_features.update({c: noisy for c, noised in NOISE_CORPORA.items() if modality in noised})
         for p in pairs:
-            np.save(folder / f"{p.name}.npy", clean[source_key[modality](p)])
+            np.save(folder / f"{p.name}.npy", clean[SOURCE_KEY[modality](p)])
         if train_views is not None:
             view_folder = views_folder(folder)
             view_folder.mkdir(parents=True, exist_ok=True)
             vkeys = sorted(train_views[modality])
             views = dict(zip(vkeys, store.features([train_views[modality][k][0] for k in vkeys])))
             for p in train_pairs:
-                np.save(view_folder / f"{p.name}.npy", views[source_key[modality](p)])
-        if degraded is not None:
-            for corpus, noised in NOISE_CORPORA.items():
-                for p in test_pairs:
-                    src = noisy if modality in noised else clean
-                    np.save(folder / f"{corpus}{p.name[len('test1'):]}.npy", src[source_key[modality](p)])
+                np.save(view_folder / f"{p.name}.npy", views[SOURCE_KEY[modality](p)])
+        before = store.computed
+        if ladder is not None:
+            tkeys = sorted({SOURCE_KEY[modality](p) for p in test_pairs})
+            for corpus, level in ladder[modality].items():
+                inputs = ladder_inputs(modality, level, tkeys, raw, options.seed)
+                degraded_features[corpus] = dict(zip(tkeys, store.features(inputs)))
+                if modality == "text":
+                    ladder_texts[corpus] = dict(zip(tkeys, inputs))
+        for corpus in derived:
+            features = degraded_features.get(corpus, clean)
+            for p in test_pairs:
+                np.save(folder / f"{corpus_sample_name(corpus, p)}.npy", features[SOURCE_KEY[modality](p)])
         stats[modality] = {"computed": store.computed, "cached": store.cached, "weights": store.fingerprint,
                            "seconds": round(time.perf_counter() - t1, 1)}
+        if ladder is not None:
+            stats[modality]["ladder_computed"] = store.computed - before
         say(f"{modality}: {extractor.name} ({extractor.dim}-d), {store.computed} extracted, {store.cached} cached, "
             f"{stats[modality]['seconds']} s")
 
@@ -483,7 +608,7 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
         "extractors": {m: options.extractors[m] for m in ("audio", "text", "video")},
         "feature_folders": folders,
         "label_path": "label-6way.npz",
-        "corpora": {c: {"description": CORPUS_DESCRIPTIONS[c], "n": len(v),
+        "corpora": {c: {"description": corpus_description(c), "n": len(v),
                         "per_class": {k: sum(e["emo"] == k for e in v.values()) for k in CLASSES}}
                     for c, v in labels.items()},
         "sources": {
@@ -508,6 +633,14 @@ def build(options: BuildOptions, extractor_factory: Callable[[str, str], Any] | 
         "train_views": ({"folders": {m: f"{folders[m]}{DEGRADED_SUFFIX}" for m in folders},
                          "degradations": {m: {k: v[1] for k, v in sorted(train_views[m].items())} for m in train_views}}
                         if train_views is not None else None),
+        "ladder": ({"levels": {m: {"parameter": LADDER_PARAMETERS[m][1], "levels": list(levels[m])} for m in ladder},
+                    "corpora": {c: {"modality": m, "parameter": LADDER_PARAMETERS[m][1], "level": v}
+                                for m in ladder for c, v in ladder[m].items()},
+                    "texts": {c: dict(sorted(t.items())) for c, t in ladder_texts.items()},
+                    # a sentence that lost every word is an empty transcript: zero features, which
+                    # armer.data reads as a missing text
+                    "empty_texts": {c: sum(not x.split() for x in t.values()) for c, t in ladder_texts.items()}}
+                   if ladder is not None else None),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on MERBench-format data under missing and noisy modalities.
 
     python -m armer.evaluate --checkpoint runs/v2/checkpoint --features_root FEATS \
-        --label_path label-6way.npz --out runs/v2/eval
+        --label_path label-6way.npz --out runs/v2/eval [--device auto|cpu|cuda|cuda:N]
 
 Conditions per corpus: full, the six fixed drop patterns, the missing-rate sweep (r = 0.1..0.7)
 and its mean, and Gaussian feature noise on each modality (--noise_levels, in feature stds).
@@ -20,6 +20,7 @@ from pathlib import Path
 from armer.checkpoint import CheckpointError, load_checkpoint
 from armer.constants import MODALITIES
 from armer.data import DataError, load_dataset
+from armer.device import add_device_argument
 from armer.evaluate.conditions import NOISE_LEVELS, evaluate_corpus, markdown_table
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Gaussian feature noise levels in feature stds (none: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the missing-rate sweep and the noise")
     parser.add_argument("--out", default=None, help="folder for results.json and results.md")
+    add_device_argument(parser)
     return parser
 
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     if problem:
         parser.exit(2, f"error: {problem}\n")
     try:
-        model, info = load_checkpoint(resolve_checkpoint(args.checkpoint))
+        model, info = load_checkpoint(resolve_checkpoint(args.checkpoint), device=args.device)
         names = {m: getattr(args, f"{m}_feature") or info.features[m]["name"] for m in MODALITIES}
         dataset = load_dataset(args.features_root, args.label_path, names, info.model.feat_type, info.label_names)
     except (CheckpointError, DataError) as exc:

@@ -19,6 +19,7 @@ import torch
 
 from armer.constants import EVAL_BATCH, FEATURE_KEYS, MODALITIES
 from armer.data import Corpus
+from armer.device import DeviceSpec, module_device
 from armer.evaluate.metrics import SENTIMENT_METRICS, headline, score
 from armer.model import Ensemble, RobustBase
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks
@@ -26,9 +27,9 @@ from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks
 NOISE_LEVELS = (0.5, 1.0, 2.0)
 
 
-def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
+def to_batch(corpus: Corpus, device: DeviceSpec | None = None) -> dict[str, torch.Tensor]:
     """The corpus as tensors sharing the arrays' memory (no copy); its degraded views, if loaded,
-    as `degraded_<key>` and `degraded_present`."""
+    as `degraded_<key>` and `degraded_present`. With `device`: copies on that device."""
     batch = {
         **{key: torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.features)},
         "present": torch.from_numpy(corpus.present),
@@ -39,7 +40,7 @@ def to_batch(corpus: Corpus) -> dict[str, torch.Tensor]:
     if corpus.degraded is not None:
         batch.update({f"degraded_{key}": torch.from_numpy(x) for key, x in zip(FEATURE_KEYS, corpus.degraded)})
         batch["degraded_present"] = torch.from_numpy(corpus.degraded_present)
-    return batch
+    return batch if device is None else {k: v.to(device) for k, v in batch.items()}
 
 
 def gather(data: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -58,16 +59,23 @@ def predict(model: Ensemble | RobustBase, data: dict[str, torch.Tensor], index: 
     `index` (N,): the samples shared by every member; outputs (N, ...), for an `Ensemble` its
     members' average. `index` (E, N) for a network of E members: member e on the samples
     `index[e]`; outputs (E, N, ...).
+
+    Each batch is gathered where `data` is, run on the model's device, and the outputs come back
+    on `data`'s device (`data` on the CPU and the model on a GPU: CPU outputs).
     """
-    index = torch.arange(len(data["present"])) if index is None else index
+    home, device = data["present"].device, module_device(model)
+    index = torch.arange(len(data["present"]), device=home) if index is None else index
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "valence": [], "weights": [], "sigma": []}
     for start in range(0, index.shape[-1], EVAL_BATCH):
-        out = model(gather(data, index[..., start:start + EVAL_BATCH]), check_inputs=check_inputs)
+        batch = gather(data, index[..., start:start + EVAL_BATCH])
+        if device != home:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        out = model(batch, check_inputs=check_inputs)
         parts["probs"].append(torch.softmax(out.logits, dim=-1))
         parts["valence"].append(out.valence[..., 0])
         parts["weights"].append(out.weights)
         parts["sigma"].append(torch.full_like(out.weights, float("nan")) if out.sigma is None else out.sigma)
-    return {k: torch.cat(v, dim=-1 if k == "valence" else -2) for k, v in parts.items()}
+    return {k: torch.cat(v, dim=-1 if k == "valence" else -2).to(home) for k, v in parts.items()}
 
 
 def modality_means(values: np.ndarray, present: np.ndarray) -> dict[str, float | None]:

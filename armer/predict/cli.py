@@ -3,6 +3,7 @@
     python -m armer.predict CLIP [--text "..."] [--checkpoint DIR] [--off audio] [--snr_db 5]
     python -m armer.predict --text "What a lovely day."            # text only
     python -m armer.predict face.png --audio speech.wav            # image + audio file
+    python -m armer.predict clip.mp4 --device cuda                  # model and extractors on the GPU
 
 Prints ``Prediction.to_json()`` (probabilities, top label, valence, fusion weights, sigma,
 attention, transcript, face share, timings, notices). Exit status 2 with a message on stderr for
@@ -16,6 +17,7 @@ import json
 import sys
 
 from armer.constants import MODALITIES
+from armer.device import DeviceSpec, add_device_argument
 from armer.predict.predictor import DEFAULT_CHECKPOINT, MAX_FILE_MB, Degrade, InferenceError, Predictor
 
 
@@ -29,8 +31,8 @@ def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def build_extractors(names: dict[str, str], paths: dict[str, str]) -> dict:
-    """Extractor overrides from --extractor / --extractor_path."""
+def build_extractors(names: dict[str, str], paths: dict[str, str], device: DeviceSpec = "cpu") -> dict:
+    """Extractor overrides from --extractor / --extractor_path (those with a path built on ``device``)."""
     from armer.extractors import DEFAULT_EXTRACTORS, create_extractor
 
     if not paths:
@@ -38,7 +40,7 @@ def build_extractors(names: dict[str, str], paths: dict[str, str]) -> dict:
     out = dict(names)
     for modality, path in paths.items():
         name = names.get(modality) or DEFAULT_EXTRACTORS[modality]
-        out[modality] = create_extractor(name, modality=modality, path=path)
+        out[modality] = create_extractor(name, modality=modality, path=path, device=device)
     return out
 
 
@@ -49,12 +51,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="use this backend instead of the one the checkpoint names (repeatable)")
     parser.add_argument("--extractor_path", action="append", default=[], metavar="MODALITY=DIR",
                         help="load that modality's backend weights from DIR (repeatable)")
+    add_device_argument(parser)
 
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
     extractors = build_extractors(parse_pairs(args.extractor, "--extractor"),
-                                  parse_pairs(args.extractor_path, "--extractor_path"))
-    return Predictor.from_checkpoint(args.checkpoint, extractors=extractors)
+                                  parse_pairs(args.extractor_path, "--extractor_path"), args.device)
+    return Predictor.from_checkpoint(args.checkpoint, extractors=extractors, device=args.device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ import torch
 
 from armer.checkpoint import CheckpointInfo, load_checkpoint
 from armer.constants import FEATURE_KEYS, MODALITIES
+from armer.device import DeviceSpec, device_name
 from armer.extractors.degrade import Degrade, InputError
 from armer.extractors.featurize import LRUCache, Sources, Steps, clean_text, featurize
 
@@ -84,13 +85,16 @@ class Predictor:
             checkpoint's ``info.extractors``, else ``armer.extractors.DEFAULT_EXTRACTORS``.
         source: where the checkpoint came from (the app shows its ``source_name``).
         cache_bytes: overrides of ``CACHE_BYTES`` (media, derived, features).
+        device: where the ensemble and the extractors named by string run (``armer.device``: auto,
+            cpu, cuda, cuda:N); extractor instances passed in keep their own device.
     """
 
     def __init__(self, ensemble: torch.nn.Module, info: CheckpointInfo, extractors: dict[str, Any] | None = None,
-                 source: str = "", cache_bytes: dict[str, int] | None = None) -> None:
+                 source: str = "", cache_bytes: dict[str, int] | None = None, device: DeviceSpec = "cpu") -> None:
         from armer.extractors import DEFAULT_EXTRACTORS, create_extractor
 
-        self.ensemble = ensemble.eval()
+        self.device = torch.device(device_name(device))
+        self.ensemble = ensemble.to(self.device).eval()
         self.info = info
         if not info.label_names:
             raise InferenceError("this checkpoint predicts valence only (no emotion classes); the predictor and the "
@@ -103,7 +107,7 @@ class Predictor:
             spec = names.get(m)
             if spec is None:
                 raise InferenceError(f"no extractor for {m}: the checkpoint config names none ({info.extractors})")
-            ext = create_extractor(spec, modality=m) if isinstance(spec, str) else spec
+            ext = create_extractor(spec, modality=m, device=self.device) if isinstance(spec, str) else spec
             dim = info.features[m]["dim"]
             if ext.dim != dim:
                 raise InferenceError(f"extractor {ext.name!r} gives {ext.dim}-d {m} features but the checkpoint "
@@ -120,8 +124,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, directory: str | os.PathLike = DEFAULT_CHECKPOINT,
-                        extractors: dict[str, Any] | None = None) -> Predictor:
-        """Load ``directory`` (``model.safetensors`` + ``config.json``) and its extractors."""
+                        extractors: dict[str, Any] | None = None, device: DeviceSpec = "cpu") -> Predictor:
+        """Load ``directory`` (``model.safetensors`` + ``config.json``) and its extractors on ``device``."""
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(
@@ -130,8 +134,8 @@ class Predictor:
                 f"pass --checkpoint runs/v2/checkpoint (or set ARMER_CHECKPOINT), or copy the demo checkpoint into "
                 f"{directory}; "
                 f"`python scripts/make_tiny_checkpoint.py {directory}` makes an untrained one for trying the demo.")
-        ensemble, info = load_checkpoint(directory)
-        return cls(ensemble, info, extractors, source=str(directory))
+        ensemble, info = load_checkpoint(directory, device=device)
+        return cls(ensemble, info, extractors, source=str(directory), device=device)
 
     def warm_up(self) -> None:
         """Load every extractor's weights now rather than on the first request."""
@@ -156,7 +160,7 @@ class Predictor:
         cfg = self.info.model
         exts = ", ".join(f"{m}: {e.name} ({e.dim}-d)" for m, e in self.extractors.items())
         return (f"checkpoint {self.source_name}: {cfg.model}, {self.info.num_members} member(s), "
-                f"labels {', '.join(self.info.label_names)}; extractors {exts}")
+                f"labels {', '.join(self.info.label_names)}; extractors {exts}; device {self.device}")
 
     # --- stages -----------------------------------------------------------------------------
 
@@ -274,7 +278,7 @@ class Predictor:
                 else torch.zeros(1, dim)
         batch["present"] = torch.tensor([present])
         with torch.inference_mode():
-            out = self.ensemble(batch)
+            out = self.ensemble({k: v.to(self.device) for k, v in batch.items()})  # read back by .tolist()
         probs = out.logits.exp()[0]
         probs = (probs / probs.sum()).tolist()
         weights = out.weights[0].tolist()

@@ -31,6 +31,7 @@ from armer.cli import add_settings, settings_from_args, setup_logging
 from armer.config import RECIPES, ModelConfig, TrainConfig
 from armer.constants import MODALITIES
 from armer.data import DataError, has_degraded_views, load_dataset
+from armer.device import resolve_device
 from armer.evaluate.conditions import evaluate_corpus, markdown_table
 from armer.train.folds import validation_folds
 from armer.train.loop import TrainingError, train_folds
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:  # the settings are checked before anything is loaded or written (the model's dims: placeholders)
         train_config = settings_from_args(TrainConfig, args)
         settings_from_args(ModelConfig, args)
+        resolve_device(train_config.device)  # CUDA asked for where torch sees none: an error now, not later
     except ValueError as exc:
         parser.exit(2, f"error: {exc}\n")
     save_root = Path(args.save_root)

@@ -35,6 +35,7 @@ from armer.model import losses
 from armer.config import ModelConfig, TrainConfig
 from armer.constants import FEATURE_KEYS, MODALITIES
 from armer.data import Corpus, Dataset
+from armer.device import resolve_device
 from armer.evaluate.conditions import gather, mean_of, predict, score_conditions, to_batch
 from armer.evaluate.metrics import emoval, headline, score
 from armer.model.modeling import Ensemble, RobustBase, create_model
@@ -294,7 +295,8 @@ def train_members(
     torch.manual_seed(config.seed * 1000 + folds[0])
     rng = np.random.default_rng(config.seed * 1000 + folds[0])
     members = len(folds)
-    model = create_model(model_config, members=members)
+    device = resolve_device(config.device)
+    model = create_model(model_config, members=members).to(device)
     if stats is not None:
         model.normalizer.set_statistics(stats)
     optimizer = make_optimizer(model, config)
@@ -308,7 +310,7 @@ def train_members(
     train_data = data if config.degraded_views > 0 else clean
     tests = {name: to_batch(corpus) for name, corpus in dataset.tests.items()} if config.test_every_epoch else {}
     has_valence = dataset.has_valence
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # on the device
     best_emoval, best_epoch = np.full(members, -np.inf), np.zeros(members, dtype=int)
     history: list[dict] = []
     names = " ".join(str(f + 1) for f in folds)
@@ -319,12 +321,15 @@ def train_members(
         scales = schedule.scales()
         model.train()
         order = torch.from_numpy(member_indices(train_sets, rng))  # (E, N)
-        total, dropped, seen = torch.zeros(members), torch.zeros(members), torch.zeros(members)
-        term_sums = torch.zeros(())  # the loss terms summed over the epoch's steps, checked once per epoch
+        total, dropped, seen = (torch.zeros(members, device=device) for _ in range(3))
+        term_sums = torch.zeros((), device=device)  # the loss terms summed over the epoch's steps, checked once per epoch
         for begin in range(0, order.shape[1], config.batch_size):
             batch = gather(train_data, order[:, begin:begin + config.batch_size])
+            if device.type != "cpu":  # the corpus stays in CPU memory; each batch goes to the device
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             if config.degraded_views > 0:
-                batch = with_degraded_views(batch, torch.rand(batch["present"].shape) < config.degraded_views)
+                swap = torch.rand(batch["present"].shape, device=device) < config.degraded_views
+                batch = with_degraded_views(batch, swap)
             out = model(batch, check_inputs=False)
             task = losses.task_loss(out.logits, out.valence, batch["emos"], batch["vals"], batch["val_labelled"])
             loss = task + out.interloss
@@ -382,7 +387,8 @@ def train_members(
             log.info("folds %s stopped early (no validation gain for %d epochs) after epoch %d", names,
                      config.early_stop, epoch)
             break
-    return MembersResult(list(folds), best_state, best_epoch.tolist(), best_emoval.tolist(), history)
+    return MembersResult(list(folds), {k: v.cpu() for k, v in best_state.items()}, best_epoch.tolist(),
+                         best_emoval.tolist(), history)
 
 
 _FORK_SHARED: dict = {}  # the dataset and the stop event, inherited by the forked workers
@@ -425,7 +431,10 @@ def run_shares(dataset: Dataset, jobs: list[tuple], workers: int) -> list[Member
 
 
 def worker_count(config: TrainConfig) -> int:
-    """Worker processes: one per core by default, never more than there are folds."""
+    """Worker processes: one per core by default, never more than there are folds; one on CUDA (a
+    forked process cannot use CUDA, and a GPU runs all the folds' batched layers at once)."""
+    if resolve_device(config.device).type != "cpu":
+        return 1
     requested = config.workers if config.workers > 0 else (os.cpu_count() or 1)
     return max(1, min(requested, config.num_folds))
 
@@ -463,7 +472,7 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
         network.normalizer.set_statistics(stats)
     network.load_state_dict({name: torch.cat([p.state[name] for p in parts]) if value.dim() else value
                              for name, value in network.state_dict().items()})
-    network.eval()
+    network.to(resolve_device(config.device)).eval()
     best_epochs = [e for p in parts for e in p.best_epochs]
     history = merged_history(parts)
     # Each fold's test scores at its best epoch are those of its kept model: scored once, here.

@@ -71,4 +71,4 @@ def rescale_step(params: list[torch.Tensor], before: list[torch.Tensor], scales:
     """Scale each member's optimizer step by `scales[e]`: p = before + scale * (p - before)."""
     with torch.no_grad():
         for p, old in zip(params, before):
-            p.copy_(torch.lerp(old, p, scales.view(-1, *([1] * (p.dim() - 1)))))
+            p.copy_(torch.lerp(old, p, scales.to(p.device).view(-1, *([1] * (p.dim() - 1)))))
