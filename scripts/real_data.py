@@ -39,7 +39,7 @@ from arms import ARMS, ARM_NAMES as TRAINED_ARM_NAMES  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.model.missing import DROP_PATTERNS  # noqa: E402
 from report_files import generated_line, git_commit, write_report  # noqa: E402
-from run_experiments import ms, run, stamp_commit  # noqa: E402
+from run_experiments import ms, run, stamp_commit, train_args  # noqa: E402
 
 ARM_NAMES = {**TRAINED_ARM_NAMES, "nb": "naive-Bayes late fusion"}
 MOSI_EPOCHS = 30
@@ -100,32 +100,23 @@ def train(args: argparse.Namespace, dataset: str, flags: list[str], arm: str, se
     cmd = [sys.executable, "-m", "armer.train", *flags, *ARMS[arm], "--seed", str(seed), "--save_root", str(save),
            *(MOSI_FIXED if dataset == "mosi" else []), *shlex.split(args.train_args)]
     done = save / "summary.json"
-    if done.is_file() and json.loads(done.read_text()).get("command") == cmd[1:]:
+    # the same arguments, every default included (a changed default trains again)
+    if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
         print(f"{dataset} {arm} seed {seed}: reusing {save}", flush=True)
         return save
     run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
     stamp_commit(save)
-    summary = json.loads(done.read_text())
-    done.write_text(json.dumps({**summary, "command": cmd[1:]}, indent=1), encoding="utf-8")
     return save
 
 
 def train_benchmark(args: argparse.Namespace, arm: str, seed: int) -> Path:
     """The paired benchmark's run of `arm` and `seed` as scripts/run_experiments.py trains it (at its
     defaults), reused from its --runs_dir when it is there."""
-    from run_experiments import parse_args as experiment_args, reusable, train_command
+    from run_experiments import parse_args as experiment_args, train_run
 
     options = experiment_args(["--bench_dir", str(Path(args.cache_dir) / "benchmark"), "--data_root", args.data_root,
                                "--train_args", args.train_args, "--nice", str(args.nice)])
-    manifest = json.loads((Path(options.bench_dir) / "manifest.json").read_text())
-    save = Path(options.runs_dir) / f"{arm}-seed{seed}"
-    cmd = train_command(options, manifest, arm, seed, save)
-    if reusable(save, cmd, Path(options.bench_dir)):
-        print(f"benchmark {arm} seed {seed}: reusing {save}", flush=True)
-    else:
-        run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
-        stamp_commit(save)
-    return save
+    return train_run(options, json.loads((Path(options.bench_dir) / "manifest.json").read_text()), arm, seed)
 
 
 def load(flags: list[str]):

@@ -178,18 +178,23 @@ def stamp_commit(save: Path) -> None:
     (save / "summary.json").write_text(json.dumps({**summary, "commit": git_commit()}, indent=1), encoding="utf-8")
 
 
+def train_run(args, manifest: dict, arm: str, seed: int) -> Path:
+    """`arm`'s run with `seed` in --runs_dir: reused when it is there with the same command, else trained."""
+    save = Path(args.runs_dir) / f"{arm}-seed{seed}"
+    cmd = train_command(args, manifest, arm, seed, save)
+    if reusable(save, cmd, Path(args.bench_dir)):
+        print(f"{arm} seed {seed}: reusing {save}", flush=True)
+    else:
+        run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+        stamp_commit(save)
+    return save
+
+
 def train_runs(args, manifest: dict) -> dict[str, dict[int, Path]]:
     runs: dict[str, dict[int, Path]] = {k: {} for k in args.arms}
     for seed in args.seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
         for key in args.arms:
-            save = Path(args.runs_dir) / f"{key}-seed{seed}"
-            cmd = train_command(args, manifest, key, seed, save)
-            if reusable(save, cmd, Path(args.bench_dir)):
-                print(f"{key} seed {seed}: reusing {save}", flush=True)
-            else:
-                run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
-                stamp_commit(save)
-            runs[key][seed] = save
+            runs[key][seed] = train_run(args, manifest, key, seed)
     return runs
 
 
