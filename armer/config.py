@@ -240,6 +240,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "optimizer": "adamw", "lr": 5e-4, "l2": 5e-5, "lr_patience": 10, "early_stop": 30, "normalize": False,
         "select_from_epoch": 1, "epochs": 100, "batch_size": 32,
         "modality_noise": 0.0, "calibration_weight": 0.0, "expert_fusion": False, "recon_dims": 0,
-        "missing_modality": "zeros",
+        "missing_modality": "zeros", "fusion_temperature": 1.0,
     },
 }
