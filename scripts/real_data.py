@@ -71,12 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str]]:
     """The data's `armer.train` flags and the command that wrote it (run unless its output exists)."""
     cache = Path(args.cache_dir)
-    if dataset == "benchmark":
+    if dataset == "benchmark":  # built (or reused) as scripts/run_experiments.py does
+        from run_experiments import build_benchmark, parse_args as experiment_args
+
         out = cache / "benchmark"
-        cmd = [sys.executable, "-m", "armer.benchmark", "build", "--data_root", args.data_root, "--out", str(out)]
-        if not (out / "manifest.json").is_file():
-            run(cmd, cache / "benchmark.build.log", nice=args.nice)
-        folders = json.loads((out / "manifest.json").read_text())["feature_folders"]
+        manifest, cmd = build_benchmark(experiment_args(["--bench_dir", str(out), "--data_root", args.data_root,
+                                                         "--nice", str(args.nice)]))
+        folders = manifest["feature_folders"]
         flags = ["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
                  *[x for m in MODALITIES for x in (f"--{m}_feature", folders[m])],
                  "--fold_groups", "speaker", "--degraded_views", "0.25"]

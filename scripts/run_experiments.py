@@ -118,7 +118,8 @@ def build_benchmark(args) -> tuple[dict, list[str]]:
         same = (manifest.get("data_root") == str(Path(args.data_root))
                 and manifest.get("command_args") == cmd[3:]
                 and "train_faces" in manifest.get("sources", {})  # older builds paired faces differently
-                and (manifest.get("train_views") is not None or "--no_train_views" in cmd))
+                and (manifest.get("train_views") is not None or "--no_train_views" in cmd)
+                and (manifest.get("ladder") is not None or "--no_ladder" in cmd))  # older builds had no ladder
         if same:
             print(f"benchmark: reusing {bench}", flush=True)
             return manifest, cmd
