@@ -415,9 +415,9 @@ def test_install_edits_the_upstream_structures(merbench: Path):
 
     tune_text = (merbench / "toolkit/model-tune.yaml").read_text()
     tune = yaml.safe_load(tune_text)
-    seed = {  # the seed's defaults, plus MERBench's grad_clip and a learning rate
+    seed = {  # the seed's defaults (not its fusion_temperature: ours is lower), MERBench's grad_clip, a learning rate
         "hidden_dim": [128], "dropout": [0.35], "use_vae": [True], "kl_weight": [0.01], "recon_weight": [0.1],
-        "cross_kl_weight": [0.01], "use_proxy_attention": [True], "fusion_temperature": [1.0],
+        "cross_kl_weight": [0.01], "use_proxy_attention": [True],
         "num_attention_heads": [4], "modality_dropout": [0.15], "modality_dropout_warmup": [20],
         "grad_clip": [-1.0], "lr": [0.001],
     }
