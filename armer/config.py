@@ -81,8 +81,8 @@ class ModelConfig:
     use_proxy_attention: bool = setting(True, "proxy-query attention over the modality tokens; off: the proxy alone")
     # With T = 1 and u between 0.5 and 1, softmax(1/u) cannot give one of three modalities less than
     # about 0.15: a modality that carries nothing kept ~20% of the weight on RAVDESS (its text).
-    fusion_temperature: float = setting(0.1, "T in the fusion weights softmax((1/u) / T); the seed's is 1.0, ours 0.1, "
-                                             "chosen on validation folds (docs/model.md)")
+    fusion_temperature: float = setting(0.25, "T in the fusion weights softmax((1/u) / T); the seed's is 1.0, ours "
+                                              "0.25, chosen on validation folds (docs/model.md)")
     num_attention_heads: int = setting(4, "heads of the proxy cross-modal attention (must divide hidden_dim)")
     modality_dropout: float = setting(0.15, "probability that a training sample loses one or two modalities")
     modality_dropout_warmup: int = setting(20, "epochs over which modality dropout (and modality_noise) ramps up "
