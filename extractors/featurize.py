@@ -3,11 +3,14 @@ CLI (``python -m armer.extractors``) and the predictor (``armer.predict``, the d
 
     Sources.from_media(load_media(path))  or  Sources.combine(video=..., audio=..., image=...)
         -> featurize(sources, extractors, transcript, use, degrade, steps) -> ClipFeatures
+    [sources, ...] -> featurize_many(sources_list, extractors, transcripts, ...) -> [ClipFeatures | Exception, ...]
 
 ``featurize`` cleans the transcript (or transcribes the speech), crops the faces, applies the
 degradations and runs each modality's encoder. Every step goes through a ``Steps`` runner, which
 times it and, given a cache, answers a repeat of the same input without recomputing it: that is how
-the demo re-runs only the fusion when a modality is toggled.
+the demo re-runs only the fusion when a modality is toggled. ``featurize_many`` does the same for a
+batch of clips, each model step once for all of them (``Extractor.extract_batch``), for the
+extraction CLI.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import numpy as np
 
 from armer.constants import MODALITIES
 
-from .base import Extractor
+from .base import Extractor, run_each
 from .degrade import Degrade, InputError
 from .faces import crop_faces
 from .media import Media
@@ -34,6 +37,7 @@ from .media import Media
 DEFAULT_TRANSCRIBER = "whisper-base"  # the extraction CLI's speech recogniser when the audio backend has none
 MAX_TRANSCRIPT_WORDS = 1000  # longer transcripts are cut (MiniLM reads 256 tokens anyway)
 MAX_TRANSCRIPT_CHARS = 10_000  # cut first, before any other work: one 5-million-character "word" is still cut
+NO_AUDIO_TO_TRANSCRIBE = "no transcript given and the clip has no audio to transcribe: the text modality is missing"
 _VIDEO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="armer-video")
 
 T = TypeVar("T")
@@ -193,6 +197,7 @@ class Sources:
     audio_key: str = ""
     frames_key: str = ""
     notices: list[str] = field(default_factory=list)  # limits applied, streams missing
+    faces: tuple[list[np.ndarray], float] | None = None  # crop_faces(frames) when done ahead (decode workers)
 
     @classmethod
     def from_media(cls, media: Media, wanted: tuple[str, ...] = MODALITIES) -> Sources:
@@ -250,21 +255,33 @@ class ClipFeatures:
     notices: list[str] = field(default_factory=list)  # limits applied, modalities missing
 
 
-def _transcribe(sources: Sources, asr: Extractor | None, steps: Steps, notices: list[str]) -> tuple[str | None, bool]:
-    """The speech's clean transcript, and whether the recogniser heard no words."""
+def _no_recogniser(asr: Extractor | None) -> str | None:
+    """Why ``asr`` cannot give a transcript (a notice), or None when it can."""
     if asr is None:
-        notices.append("no transcript given and speech recognition is off: the text modality is missing")
-        return None, False
+        return "no transcript given and speech recognition is off: the text modality is missing"
     if not asr.can_transcribe:
-        notices.append(f"no transcript given and {asr.name!r} cannot transcribe: the text modality is missing")
-        return None, False
-    said = steps.run("transcribe", ("transcript", sources.audio_key), lambda: asr.transcribe(sources.audio),
-                     group="audio")
+        return f"no transcript given and {asr.name!r} cannot transcribe: the text modality is missing"
+    return None
+
+
+def _recognised(said: str, notices: list[str]) -> tuple[str | None, bool]:
+    """The clean transcript of what the recogniser said, and whether it heard no words."""
     text, more = clean_text(said)
     notices += more
     if text is None:
         notices.append("no speech recognised: the text modality is missing")
     return text, text is None
+
+
+def _transcribe(sources: Sources, asr: Extractor | None, steps: Steps, notices: list[str]) -> tuple[str | None, bool]:
+    """The speech's clean transcript, and whether the recogniser heard no words."""
+    missing = _no_recogniser(asr)
+    if missing is not None:
+        notices.append(missing)
+        return None, False
+    said = steps.run("transcribe", ("transcript", sources.audio_key), lambda: asr.transcribe(sources.audio),
+                     group="audio")
+    return _recognised(said, notices)
 
 
 def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: str | bytes | None = None,
@@ -295,8 +312,7 @@ def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: st
     video_job = None
     if sources.frames and use["video"]:
         def video_branch() -> tuple[np.ndarray, float]:
-            crops, share = steps.run("faces", ("faces", sources.frames_key), lambda: crop_faces(sources.frames),
-                                     group="video")
+            crops, share = steps.run("faces", ("faces", sources.frames_key), lambda: _faces(sources), group="video")
             feat = steps.run("video features", ("video", sources.frames_key, degrade.blur),
                              lambda: extractors["video"].extract(degrade.apply_frames(crops)), group="video")
             return feat, share
@@ -312,7 +328,7 @@ def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: st
     if text is None and wav is not None and use["text"]:
         text, empty_speech = _transcribe(sources, transcriber, steps, notices)
     elif text is None and use["text"]:
-        notices.append("no transcript given and the clip has no audio to transcribe: the text modality is missing")
+        notices.append(NO_AUDIO_TO_TRANSCRIBE)
     elif text is None and wav is not None:  # text switched off: report the transcript if it is known
         text, _ = clean_text(steps.peek(("transcript", sources.audio_key)))
 
@@ -330,9 +346,138 @@ def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: st
         if face_share == 0.0:
             notices.append("no face found in any frame: whole frames are used")
     elif sources.frames:
-        known = steps.peek(("faces", sources.frames_key))  # the video switched off: report what is known
+        known = sources.faces or steps.peek(("faces", sources.frames_key))  # the video off: report what is known
         face_share = known[1] if known is not None else None
 
     available = {"audio": wav is not None, "text": text is not None, "video": bool(sources.frames)}
     return ClipFeatures(features, available, text, text_read, empty_speech, face_share, steps.timings,
                         steps.cached, list(dict.fromkeys(notices)))
+
+
+def _faces(sources: Sources) -> tuple[list[np.ndarray], float]:
+    """The face crops of the clip's frames and the share of frames with a face (done ahead, or now)."""
+    return sources.faces if sources.faces is not None else crop_faces(sources.frames)
+
+
+@dataclass
+class _Clip:
+    """One clip's progress through ``featurize_many``."""
+
+    sources: Sources
+    text: str | None = None
+    notices: list[str] = field(default_factory=list)
+    features: dict[str, np.ndarray | None] = field(default_factory=lambda: dict.fromkeys(MODALITIES))
+    timings: dict[str, float] = field(default_factory=dict)
+    error: Exception | None = None
+    text_read: str | None = None
+    empty_speech: bool = False
+
+
+def _batch_step(name: str, clips: list[_Clip], inputs: list[Any], batch: Callable[[list[Any]], Any] | None,
+                one: Callable[[Any], Any]) -> list[Any]:
+    """One step for ``clips`` at once (``run_each``; ``batch`` None: one at a time): each clip's
+    result, or None for a clip it failed (its error kept); each clip is charged an equal share of the
+    step's time."""
+    if not clips:
+        return []
+    start = time.perf_counter()
+    results = run_each(batch, one, inputs)
+    share = (time.perf_counter() - start) / len(clips)
+    for clip, result in zip(clips, results, strict=True):
+        clip.timings[name] = share
+        if isinstance(result, Exception):
+            clip.error = clip.error or result
+    return [None if isinstance(r, Exception) else r for r in results]
+
+
+def _extract_step(name: str, clips: list[_Clip], inputs: list[Any], extractor: Extractor | None) -> list[Any]:
+    return _batch_step(name, clips, inputs, extractor.extract_batch, extractor.extract) if clips else []
+
+
+def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
+                   transcripts: list[str | bytes | None] | None = None, use: dict[str, bool] | None = None,
+                   degrade: Degrade | None = None, transcriber: Extractor | None = None
+                   ) -> list[ClipFeatures | Exception]:
+    """``featurize`` for many clips at once: each model step runs once for all of them
+    (``extract_batch``, ``transcribe_batch``), the face crops and the video encoder beside the audio
+    work as in ``featurize``. Returns per clip its ``ClipFeatures`` (features equal to ``featurize``'s
+    within 1e-4, the same transcript and notices) or the exception that failed it: a bad clip fails
+    alone (a failed batch is redone one clip at a time). ``transcripts`` gives each clip's text (None:
+    transcribe); face crops already in ``Sources.faces`` (decode workers) are used as they are. A step's
+    time is shared out equally among the clips it ran for; nothing is cached (no ``Steps``)."""
+    degrade = degrade or Degrade()
+    use = {m: bool((use or {}).get(m, True)) and m in extractors for m in MODALITIES}
+    clips = [_Clip(src) for src in sources]
+    for clip, transcript in zip(clips, transcripts if transcripts is not None else [None] * len(clips), strict=True):
+        try:
+            clip.text, clip.notices = clean_text(transcript)
+        except InputError as err:
+            clip.error = err
+        clip.notices += clip.sources.notices
+
+    def live(wanted: Callable[[_Clip], bool]) -> list[_Clip]:
+        return [c for c in clips if c.error is None and wanted(c)]
+
+    seeing = live(lambda c: bool(c.sources.frames) and use["video"])
+    # faces and the video encoder run beside the audio work (Whisper and OpenCV release the GIL)
+    video_job = _VIDEO_POOL.submit(_video_branch, seeing, extractors.get("video"), degrade) if seeing else None
+
+    hearing = live(lambda c: c.sources.audio is not None and use["audio"])
+    vectors = _extract_step("audio features", hearing, [degrade.apply_audio(c.sources.audio) for c in hearing],
+                            extractors.get("audio"))
+    for clip, vec in zip(hearing, vectors):
+        clip.features["audio"] = vec
+
+    missing = _no_recogniser(transcriber)
+    for clip in live(lambda c: c.text is None and use["text"]):
+        if clip.sources.audio is None:
+            clip.notices.append(NO_AUDIO_TO_TRANSCRIBE)
+        elif missing is not None:
+            clip.notices.append(missing)
+    speaking = live(lambda c: c.text is None and use["text"] and c.sources.audio is not None) if missing is None else []
+    said = _batch_step("transcribe", speaking, [c.sources.audio for c in speaking], transcriber.transcribe_batch,
+                       transcriber.transcribe) if speaking else []
+    for clip, words in zip(speaking, said):
+        if words is not None:
+            clip.text, clip.empty_speech = _recognised(words, clip.notices)
+
+    reading = live(lambda c: c.text is not None and use["text"])
+    for clip in reading:
+        clip.text_read = degrade.apply_text(clip.text)
+        if not clip.text_read:
+            clip.notices.append("word drop-out removed every word: the text modality is missing")
+    reading = [c for c in reading if c.text_read]
+    for clip, vec in zip(reading, _extract_step("text features", reading, [c.text_read for c in reading],
+                                                extractors.get("text"))):
+        clip.features["text"] = vec
+
+    shares = video_job.result() if video_job is not None else {}
+    results: list[ClipFeatures | Exception] = []
+    for clip in clips:
+        if clip.error is not None:
+            results.append(clip.error)
+            continue
+        face_share = shares.get(id(clip), clip.sources.faces[1] if clip.sources.faces is not None else None)
+        if id(clip) in shares and face_share == 0.0:
+            clip.notices.append("no face found in any frame: whole frames are used")
+        available = {"audio": clip.sources.audio is not None, "text": clip.text is not None,
+                     "video": bool(clip.sources.frames)}
+        results.append(ClipFeatures(clip.features, available, clip.text, clip.text_read, clip.empty_speech, face_share,
+                                    clip.timings, [], list(dict.fromkeys(clip.notices))))
+    return results
+
+
+def _video_branch(clips: list[_Clip], extractor: Extractor, degrade: Degrade) -> dict[int, float]:
+    """Face crops (unless done ahead) and video features of ``clips``: the face share of each clip
+    that got its features, by ``id``; a clip that fails keeps its error."""
+    todo = [c for c in clips if c.sources.faces is None]
+    found = dict(zip(map(id, todo), _batch_step("faces", todo, [c.sources.frames for c in todo], None, crop_faces)))
+    faces = {id(c): c.sources.faces if c.sources.faces is not None else found[id(c)] for c in clips}
+    done = [c for c in clips if faces[id(c)] is not None]
+    vectors = _extract_step("video features", done, [degrade.apply_frames(faces[id(c)][0]) for c in done], extractor)
+    out = {}
+    for clip, vec in zip(done, vectors):
+        if vec is not None:
+            clip.features["video"] = vec
+            out[id(clip)] = faces[id(clip)][1]
+    return out

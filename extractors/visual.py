@@ -25,7 +25,26 @@ FER_CNN_DIR = Path(__file__).resolve().parent / "weights" / "fer_cnn"  # package
 OPEN_CLIP_DIMS = {"ViT-L-14": 768, "ViT-B-16": 512, "ViT-B-32": 512}  # embed_dim without importing open_clip
 
 
-class OpenCLIPExtractor(Extractor):
+class FramePooled:
+    """A video backend whose feature is the mean of its frames' features (``_frame_features``:
+    (N, D) tensor, in passes of at most ``batch_size`` frames). ``extract_batch`` runs the frames of
+    all its clips through those passes together and pools each clip's rows."""
+
+    batch_size: int
+
+    def _frame_features(self, frames: list[np.ndarray]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+        return self._frame_features(frames).mean(dim=0).cpu().numpy()
+
+    def _extract_batch(self, clips: list[list[np.ndarray]]) -> list[np.ndarray]:
+        feats = self._frame_features([f for clip in clips for f in clip])
+        ends = np.cumsum([len(clip) for clip in clips])
+        return [feats[end - len(clip):end].mean(dim=0).cpu().numpy() for clip, end in zip(clips, ends)]
+
+
+class OpenCLIPExtractor(FramePooled, Extractor):
     """Projected CLIP image features (``encode_image``) through open_clip, mean over frames; under
     float16 autocast on CUDA (``half=False``: float32)."""
 
@@ -80,7 +99,7 @@ class OpenCLIPExtractor(Extractor):
                 f"too: create_extractor(<folder>).")) from err
         self.model.eval()
 
-    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+    def _frame_features(self, frames: list[np.ndarray]) -> torch.Tensor:
         import torch
         from PIL import Image
 
@@ -89,7 +108,7 @@ class OpenCLIPExtractor(Extractor):
             for i in range(0, len(frames), self.batch_size):
                 batch = torch.stack([self.preprocess(Image.fromarray(f)) for f in frames[i:i + self.batch_size]])
                 feats.append(self.model.encode_image(batch.to(self.device)).float())  # (b, D)
-        return torch.cat(feats).mean(dim=0).cpu().numpy()
+        return torch.cat(feats)
 
 
 register_extractor("clip-vit-large-patch14", modality="video", dim=768,
@@ -97,7 +116,7 @@ register_extractor("clip-vit-large-patch14", modality="video", dim=768,
 
 
 @register_hub_backend
-class HFCLIPExtractor(HFExtractor):
+class HFCLIPExtractor(FramePooled, HFExtractor):
     """Projected CLIP image features (``get_image_features``) of a transformers CLIP, mean over
     frames; under float16 autocast on CUDA (``half=False``: float32)."""
 
@@ -113,7 +132,7 @@ class HFCLIPExtractor(HFExtractor):
     def _config_dim(self, cfg: dict[str, Any]) -> int:
         return int(cfg["projection_dim"])
 
-    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+    def _frame_features(self, frames: list[np.ndarray]) -> torch.Tensor:
         import torch
 
         feats = []
@@ -122,20 +141,23 @@ class HFCLIPExtractor(HFExtractor):
                 pixels = self.processor(images=frames[i:i + self.batch_size], return_tensors="pt")["pixel_values"]
                 out = self.model.get_image_features(pixel_values=pixels.to(self.device))
                 feats.append((out if isinstance(out, torch.Tensor) else out.pooler_output).float())  # (b, D)
-        return torch.cat(feats).mean(dim=0).cpu().numpy()
+        return torch.cat(feats)
 
 
-class FerCNNExtractor(Extractor):
+class FerCNNExtractor(FramePooled, Extractor):
     """The FER2013 face-expression CNN (extractors/weights/fer_cnn): pooled last-stage activations of
-    each 48x48 grayscale face and its mirror image, mean over frames (float32 on any device)."""
+    each 48x48 grayscale face and its mirror image, mean over frames (float32 on any device);
+    ``batch_size`` faces a pass, of one clip or (``extract_batch``) many."""
 
     name = "fer2013-cnn"
     modality = "video"
 
-    def __init__(self, path: str | os.PathLike | None = None, device: DeviceSpec = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike | None = None, device: DeviceSpec = "cpu",
+                 batch_size: int = 256) -> None:
         super().__init__(device)
         self.path = Path(path) if path else FER_CNN_DIR
         self._config = None
+        self.batch_size = batch_size  # faces per forward pass
 
     def _missing(self, err: BaseException) -> MissingWeightsError:
         return missing_weights(self.name, str(self.path), err, (
@@ -186,13 +208,15 @@ class FerCNNExtractor(Extractor):
         x = torch.from_numpy(gray).float().div(255).unsqueeze(1)
         return (x - cfg.mean) / cfg.std
 
-    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+    def _frame_features(self, frames: list[np.ndarray]) -> torch.Tensor:
         import torch
 
-        x = self.preprocess(frames).to(self.device)
+        feats = []
         with torch.inference_mode():
-            feats = (self.model.features(x) + self.model.features(x.flip(-1))) / 2  # (N, D)
-        return feats.mean(dim=0).cpu().numpy()
+            for i in range(0, len(frames), self.batch_size):
+                x = self.preprocess(frames[i:i + self.batch_size]).to(self.device)
+                feats.append((self.model.features(x) + self.model.features(x.flip(-1))) / 2)  # (b, D)
+        return torch.cat(feats)
 
     def predict_proba(self, frames: list[np.ndarray]) -> dict[str, float]:
         """FER2013 class probabilities, averaged over frames and mirror images."""

@@ -61,8 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache_dir", default=str(Path.home() / ".cache" / "armer"))
     p.add_argument("--runs_dir", default=str(ROOT / "runs" / "real_data"))
     p.add_argument("--out", default=str(ROOT / "results" / "real_data.md"))
+    p.add_argument("--benchmark_runs", default=str(ROOT / "runs" / "experiments"),
+                   help="the paired benchmark's runs: scripts/run_experiments.py's --runs_dir")
     p.add_argument("--test_actors", nargs="+", default=["15", "16"], help="RAVDESS test actors")
     p.add_argument("--train_args", default="", help="extra arguments for every armer.train run (quoted)")
+    p.add_argument("--build_args", default="", help="extra arguments for armer.benchmark build (quoted), as "
+                                                    "scripts/run_experiments.py --build_args")
     p.add_argument("--nice", type=int, default=10)
     p.add_argument("--allow_dirty", action="store_true", help="run on uncommitted changes (the file says so)")
     return p.parse_args(argv)
@@ -76,7 +80,7 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
 
         out = cache / "benchmark"
         manifest, cmd = build_benchmark(experiment_args(["--bench_dir", str(out), "--data_root", args.data_root,
-                                                         "--nice", str(args.nice)]))
+                                                         "--build_args", args.build_args, "--nice", str(args.nice)]))
         folders = manifest["feature_folders"]
         flags = ["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
                  *[x for m in MODALITIES for x in (f"--{m}_feature", folders[m])],
@@ -116,7 +120,8 @@ def train_benchmark(args: argparse.Namespace, arm: str, seed: int) -> Path:
     from run_experiments import parse_args as experiment_args, train_run
 
     options = experiment_args(["--bench_dir", str(Path(args.cache_dir) / "benchmark"), "--data_root", args.data_root,
-                               "--train_args", args.train_args, "--nice", str(args.nice)])
+                               "--build_args", args.build_args, "--train_args", args.train_args,
+                               "--runs_dir", args.benchmark_runs, "--nice", str(args.nice)])
     return train_run(options, json.loads((Path(options.bench_dir) / "manifest.json").read_text()), arm, seed)
 
 

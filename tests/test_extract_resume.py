@@ -43,12 +43,12 @@ def corpus(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     return root / "clips", table, texts
 
 
-def start(clips: Path, table: Path, out: Path) -> tuple[subprocess.Popen, Path]:
+def start(clips: Path, table: Path, out: Path, batching: list[str]) -> tuple[subprocess.Popen, Path]:
     """The CLI as a child process (one thread) and the file its stderr goes to."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "armer.extractors", str(clips), "--out", str(out), "--transcripts", str(table),
-           *BACKENDS]
+           *BACKENDS, *batching]
     err = out.parent / f"{out.name}-{time.monotonic_ns()}.err"
     with open(err, "w") as err_file:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err_file), err
@@ -66,6 +66,27 @@ def wait_for_records(out: Path, proc: subprocess.Popen, err: Path, count: int, t
     pytest.fail(f"no {count} records in {timeout} s")
 
 
+def children(pid: int) -> list[int]:
+    """The ids of a process's child processes (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def check_consistent(out: Path, texts: dict[str, str]) -> list[str]:
     """Every record is whole and backed by its feature and transcript; every .npy present is usable."""
     lines = (out / "extract_log.jsonl").read_text(encoding="utf-8").splitlines()
@@ -80,14 +101,16 @@ def check_consistent(out: Path, texts: dict[str, str]) -> list[str]:
     return logged
 
 
-def test_interrupted_and_killed_runs_resume_to_the_clean_result(corpus, tmp_path):
+@pytest.mark.parametrize("batching", [["--batch_size", "1", "--decode_workers", "0"],  # one clip at a time
+                                      ["--batch_size", "2", "--decode_workers", "1"]])  # batches, decoded ahead
+def test_interrupted_and_killed_runs_resume_to_the_clean_result(corpus, tmp_path, batching):
     clips, table, texts = corpus
     clean = tmp_path / "clean"
     assert cli_main([str(clips), "--out", str(clean), "--transcripts", str(table), *BACKENDS]) == 0
     out = tmp_path / "out"
 
     # Ctrl-C after the first record: a clean stop that keeps what is finished
-    proc, err = start(clips, table, out)
+    proc, err = start(clips, table, out, batching)
     wait_for_records(out, proc, err, 1)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130, err.read_text()
@@ -95,11 +118,17 @@ def test_interrupted_and_killed_runs_resume_to_the_clean_result(corpus, tmp_path
     first = check_consistent(out, texts)
     assert 1 <= len(first) < N_CLIPS
 
-    # kill -9 after one more record: the finished clips' records survive, no half-written feature
-    proc, err = start(clips, table, out)
+    # kill -9 after one more record: the finished clips' records survive, no half-written feature,
+    # and no decode worker outlives the run
+    proc, err = start(clips, table, out, batching)
     wait_for_records(out, proc, err, len(first) + 1)
+    workers = children(proc.pid)
     proc.kill()
     proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "decode workers outlived the killed run"
     finished = check_consistent(out, texts)
     assert first == finished[:len(first)] and len(first) < len(finished) <= N_CLIPS - 2
 
@@ -110,7 +139,7 @@ def test_interrupted_and_killed_runs_resume_to_the_clean_result(corpus, tmp_path
     np.save(video / "clip4.npy", np.full(VIDEO_DIM, np.nan, np.float32))
     (video / f".clip3.npy.{proc.pid}.tmp").write_bytes(good[:10])
 
-    proc, err = start(clips, table, out)
+    proc, err = start(clips, table, out, batching)
     assert proc.wait(timeout=180) == 0, err.read_text()
     said = err.read_text()
     assert "clip5.npy is truncated or corrupt" in said and "clip4.npy is truncated or corrupt" in said

@@ -317,11 +317,14 @@ def weights_fingerprint(extractor) -> str | None:
 
 class FeatureStore:
     """Features of one backend, cached on disk by the content of the input (and of the weights,
-    see ``weights_fingerprint``). A backend on a GPU (half precision, other kernels: not the same
-    bits) has its own cache folder, ``<name>[@<fingerprint>]@cuda``."""
+    see ``weights_fingerprint``), one vector per input item. A backend on a GPU (half precision,
+    other kernels: not the same bits) has its own cache folder, ``<name>[@<fingerprint>]@cuda``.
+    Inputs not in the cache go through ``extract_batch``, ``batch_size`` at a time (each equal to its
+    one-at-a-time feature within 1e-4, so vectors cached before batching stay valid)."""
 
-    def __init__(self, extractor, cache_dir: Path | None) -> None:
+    def __init__(self, extractor, cache_dir: Path | None, batch_size: int = 32) -> None:
         self.extractor = extractor
+        self.batch_size = batch_size  # inputs per extract_batch call
         self.fingerprint = weights_fingerprint(extractor)
         sub = extractor.name if self.fingerprint is None else f"{extractor.name}@{self.fingerprint}"
         if getattr(extractor, "device_name", "cpu") != "cpu":
@@ -351,17 +354,17 @@ class FeatureStore:
                     self.cached += 1
                     continue
             todo[key] = x
-        if todo:
-            batch = getattr(self.extractor, "extract_batch", None)
-            items = list(todo.items())
-            if batch is not None and self.extractor.modality == "text":
-                self.extractor.load()
-                vectors = np.asarray(batch([x for _, x in items]), dtype=np.float32)
-                for (key, _), vec in zip(items, vectors):
-                    self._keep(key, vec)
-            else:  # one at a time, each saved as soon as it is computed (an interrupted build resumes)
-                for key, x in items:
-                    self._keep(key, self.extractor.extract(x))
+        items = list(todo.items())
+        batch = getattr(self.extractor, "extract_batch", None)
+        # ``batch_size`` inputs per extract_batch call, each batch saved as soon as it is computed (an
+        # interrupted build resumes); a backend without extract_batch goes one at a time
+        step = self.batch_size if batch is not None else 1
+        for start in range(0, len(items), step):
+            chunk = items[start:start + step]
+            inputs = [x for _, x in chunk]
+            vectors = batch(inputs) if batch is not None else [self.extractor.extract(inputs[0])]
+            for (key, _), vec in zip(chunk, vectors, strict=True):
+                self._keep(key, vec)
         return [self.memory[k] for k in keys]
 
     def _keep(self, key: str, vec: np.ndarray) -> None:
