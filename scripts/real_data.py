@@ -80,7 +80,7 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
 
         out = cache / "benchmark"
         manifest, cmd = build_benchmark(experiment_args(["--bench_dir", str(out), "--data_root", args.data_root,
-                                                         "--build_args", args.build_args, "--nice", str(args.nice)]))
+                                                         f"--build_args={args.build_args}", "--nice", str(args.nice)]))
         folders = manifest["feature_folders"]
         flags = ["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
                  *[x for m in MODALITIES for x in (f"--{m}_feature", folders[m])],
@@ -120,7 +120,7 @@ def train_benchmark(args: argparse.Namespace, arm: str, seed: int) -> Path:
     from run_experiments import parse_args as experiment_args, train_run
 
     options = experiment_args(["--bench_dir", str(Path(args.cache_dir) / "benchmark"), "--data_root", args.data_root,
-                               "--build_args", args.build_args, "--train_args", args.train_args,
+                               f"--build_args={args.build_args}", f"--train_args={args.train_args}",
                                "--runs_dir", args.benchmark_runs, "--nice", str(args.nice)])
     return train_run(options, json.loads((Path(options.bench_dir) / "manifest.json").read_text()), arm, seed)
 
