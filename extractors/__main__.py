@@ -32,10 +32,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import numpy as np
 
@@ -46,22 +46,22 @@ from . import (
     MODALITIES,
     SUPPORTED_EXTS,
     ClipFeatures,
+    Extractor,
     create_extractor,
     featurize_many,
     list_extractors,
 )
 from .featurize import DEFAULT_TRANSCRIBER
 from .media import media_kind
-from .prefetch import Decoded, decode_ahead, describe
+from .prefetch import DecodeAhead, Decoded, describe
 from .registry import extractor_spec
 
 TEXT_COLUMNS = ("english", "chinese", "sentence", "text", "transcript", "utterance")
 KIND_MODALITIES = {"video": ("audio", "text", "video"), "audio": ("audio", "text"), "image": ("video",)}
 TMP_SUFFIX = ".tmp"  # temporary files are hidden ``.<name>.<pid>.tmp``: never matched by ``*.npy``
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C
-T = TypeVar("T")
 DEFAULT_BATCH = 8
-DEFAULT_WORKERS = 1
+DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))  # 1 on 2 cores: the models keep the other busy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -136,16 +136,14 @@ def print_backends() -> None:
     print("Any Hugging Face hub id or local model folder also works (MERBench recipe for its modality).")
 
 
-def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last one shorter)."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def load_weights(backends: list[Extractor | None]) -> None:
+    """Load the backends' weights now; one that fails is left to fail each clip, with its message."""
+    for backend in backends:
+        try:
+            if backend is not None:
+                backend.load()
+        except Exception:  # noqa: BLE001,S110  (raised again, per clip, where the backend is used)
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,12 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     load_options = {"max_seconds": args.max_seconds, "fps": args.fps, "max_frames": args.max_frames,
                     "max_side": args.max_side}
-    # with workers, the faces are cropped there; in this process featurize_many crops them beside the audio
-    decoded = decode_ahead(todo(), args.decode_workers, args.batch_size + args.decode_workers, load_options,
-                           wanted=tuple(exts), faces="video" in exts and args.decode_workers > 0)
     try:
-        with closing(decoded):
-            for batch in batches(decoded, args.batch_size):
+        # with workers, the faces are cropped there; in this process featurize_many crops them beside the audio
+        with DecodeAhead(todo(), args.decode_workers, 2 * args.batch_size, load_options, wanted=tuple(exts),
+                         faces="video" in exts and args.decode_workers > 0) as decoded:
+            if decoded.waiting and args.decode_workers > 0:
+                load_weights([*exts.values(), transcriber])  # while the workers decode the first clips
+            for batch in decoded.batches(args.batch_size):
                 for item in batch:
                     if item.error is not None:
                         fail(item.path, item.error)

@@ -174,20 +174,23 @@ class WhisperCT2Extractor(Extractor):
     On CUDA (``device="cuda"`` / ``"cuda:N"``) the default ``compute_type`` is ``int8_float16``:
     the same int8 weights, float16 activations; the features come back as float32.
 
-    ``extract_batch`` and ``transcribe_batch`` run ``batch_size`` 30 s windows per encoder (and
-    decoder) pass. Every window is padded to 30 s whatever the batch (Whisper's own recipe), so a
-    batch gives each clip exactly its one-at-a-time features and transcript. The encoder outputs of
-    the latest waveforms are kept (at least ``CACHE_WINDOWS`` windows, and all of the latest call),
-    so that transcribing what was just extracted does not encode it again.
+    ``transcribe_batch`` decodes ``batch_size`` 30 s windows per pass, and the encoder reads
+    ``encode_batch`` windows per pass (default: 1 on the CPU, where a batch only costs memory, its
+    attention matrices 1500 x 1500 per head and window, and saves no time; ``batch_size`` on CUDA).
+    Every window is padded to 30 s whatever the batch (Whisper's own recipe), so a batch gives each
+    clip exactly its one-at-a-time features and transcript. The encoder outputs of the latest
+    waveforms are kept (at least ``CACHE_WINDOWS`` windows, and all of the latest call), so that
+    transcribing what was just extracted does not encode it again.
     """
 
     modality = "audio"
     can_transcribe = True
-    CACHE_WINDOWS = 32  # encoder outputs kept for transcribe: 3 MB a window
+    CACHE_WINDOWS = 2  # encoder outputs kept for transcribe beyond the latest call's: 3 MB a window
 
     def __init__(self, path: str | None = None, *, name: str = "whisper-base", dim: int = 512,
                  compute_type: str | None = None, threads: int | None = None, language: str | None = None,
-                 beam_size: int = 1, batch_size: int = 8, device: DeviceSpec = "cpu") -> None:
+                 beam_size: int = 1, batch_size: int = 8, encode_batch: int | None = None,
+                 device: DeviceSpec = "cpu") -> None:
         super().__init__(device)
         self.name = name
         self.path = path
@@ -197,6 +200,7 @@ class WhisperCT2Extractor(Extractor):
         self.language = language  # None: detect per clip
         self.beam_size = beam_size
         self.batch_size = max(1, batch_size)
+        self.encode_batch = max(1, encode_batch or (1 if self.device_name == "cpu" else self.batch_size))
         # waveform digest -> per 30 s window: (encoder output (1500, dim) float32, frames that cover audio)
         self._encoded: OrderedDict[str, list[tuple[np.ndarray, int]]] = OrderedDict()
 
@@ -246,10 +250,10 @@ class WhisperCT2Extractor(Extractor):
                 chunk = wav[start:start + WHISPER_WINDOW]
                 mels.append(self.mel(chunk, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0])
                 owners.append((key, min(1500, max(1, math.ceil(chunk.size / WHISPER_FRAME)))))
-        for i in range(0, len(mels), self.batch_size):
-            enc = np.array(self.model.encode(self._storage(mels[i:i + self.batch_size]), to_cpu=True),
+        for i in range(0, len(mels), self.encode_batch):
+            enc = np.array(self.model.encode(self._storage(mels[i:i + self.encode_batch]), to_cpu=True),
                            dtype=np.float32)  # (b, 1500, dim), a copy owned by numpy
-            for row, (key, n_frames) in zip(enc, owners[i:i + self.batch_size]):
+            for row, (key, n_frames) in zip(enc, owners[i:i + self.encode_batch]):
                 found[key].append((row, n_frames))
         for key, windows in found.items():  # the latest call's waveforms are kept whole, older ones up to CACHE_WINDOWS
             self._encoded[key] = windows

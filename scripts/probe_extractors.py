@@ -156,9 +156,7 @@ def meld(data: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def text_features(ext, texts: list[str]) -> np.ndarray:
-    if hasattr(ext, "extract_batch"):
-        return ext.extract_batch(texts)
-    return np.stack([ext.extract(t) for t in texts])
+    return np.stack(ext.extract_batch(texts))
 
 
 def train_dev(xtr, ytr, gtr, xdev, ydev) -> dict[str, float]:

@@ -736,7 +736,8 @@ def extract_sigkill(ctx: Ctx) -> Outcome:
     names = [f"clip{i}" for i in range(5)]
     for n in names:
         shutil.copy(TALK, clips / f"{n}.mp4")
-    argv = [PY, "-m", "armer.extractors", str(clips), "--out", str(out)]
+    # batches of 2: the five clips take three batches, so the kill after the first one lands mid-run
+    argv = [PY, "-m", "armer.extractors", str(clips), "--out", str(out), "--batch_size", "2"]
     state = {"killed_after": None}
 
     def kill_when_started(proc: subprocess.Popen) -> None:

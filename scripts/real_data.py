@@ -202,7 +202,9 @@ def arm_summary(dataset: str, results: list[dict], key: str) -> dict[str, Any]:
 
 
 def fmt(x: dict | None, scale: float = 100.0) -> str:
-    return "n/a" if x is None else f"{scale * x['mean']:.1f} ± {scale * x['std']:.1f}"
+    """mean ± std: percent with one decimal (scale 100), or a weight / AUROC with three (scale 1)."""
+    digits = 1 if scale == 100.0 else 3
+    return "n/a" if x is None else f"{scale * x['mean']:.{digits}f} ± {scale * x['std']:.{digits}f}"
 
 
 def tables(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]:
@@ -290,7 +292,8 @@ def goals(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]:
             if clean and degraded:
                 drop = 100 * (1 - degraded["mean"] / clean["mean"])
                 lines.append(f"- V2 {m} weight clean -> {m} degraded ({corpus}): {clean['mean']:.3f} -> "
-                             f"{degraded['mean']:.3f} ({drop:+.0f}% fall)")
+                             f"{degraded['mean']:.3f} ({'falls' if drop > 0 else 'rises'} {abs(drop):.0f}%; the "
+                             f"goal where the modality alone loses 10+ points: a fall of 30%+)")
     return lines
 
 
