@@ -193,7 +193,6 @@ def arm_summary(dataset: str, results: list[dict], key: str) -> dict[str, Any]:
     for corpus in corpora:
         out["weights"][corpus] = {m: over(lambda r, c=corpus, m=m: r["results"][c]["full"]["weights"][m])
                                   for m in MODALITIES}
-        out[corpus] = out.get(corpus) or {"full": over(lambda r, c=corpus: r["results"][c]["full"][key])}
     out["validation_weights"] = {m: over(lambda r, m=m: r["validation"]["weight_mean"][m]) for m in MODALITIES}
     out["validation_degraded"] = {m: {k: over(lambda r, m=m, k=k: r["validation"]["degraded"][m][k])
                                       for k in ("weight_clean", "weight_degraded")} for m in MODALITIES}
