@@ -228,8 +228,9 @@ class TrainConfig:
         except DeviceError as exc:
             problems.append(str(exc))
 
-        if check_fold_groups(self.fold_groups):
-            problems.append(f"fold_groups={self.fold_groups!r} {check_fold_groups(self.fold_groups)}")
+        fold_problem = check_fold_groups(self.fold_groups)
+        if fold_problem:
+            problems.append(f"fold_groups={self.fold_groups!r} {fold_problem}")
         if problems:
             raise ValueError("Invalid TrainConfig: " + "; ".join(problems))
 

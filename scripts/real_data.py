@@ -132,7 +132,7 @@ def load(flags: list[str]):
     return load_dataset(f["--features_root"], f["--label_path"], {m: f[f"--{m}_feature"] for m in MODALITIES})
 
 
-def baseline(args: argparse.Namespace, dataset: str, flags: list[str], seed: int) -> dict:
+def baseline(args: argparse.Namespace, dataset: str, flags: list[str], data, seed: int) -> dict:
     from armer.config import TrainConfig
     from armer.evaluate.baseline import evaluate_baseline
 
@@ -140,13 +140,13 @@ def baseline(args: argparse.Namespace, dataset: str, flags: list[str], seed: int
     if path.is_file() and json.loads(path.read_text()).get("flags") == flags:
         return json.loads(path.read_text())
     f = dict(zip(flags[::2], flags[1::2]))
-    result = {"flags": flags, **evaluate_baseline(load(flags), TrainConfig(seed=seed, fold_groups=f["--fold_groups"]))}
+    result = {"flags": flags, **evaluate_baseline(data, TrainConfig(seed=seed, fold_groups=f["--fold_groups"]))}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result), encoding="utf-8")
     return result
 
 
-def sigma_auroc(save: Path, flags: list[str]) -> float | None:
+def sigma_auroc(save: Path, data) -> float | None:
     """AUROC of the fused sigma for the wrong predictions on test1 (None for V1, which has no sigma;
     for a valence-only model, wrong = the sign of the valence)."""
     from armer.checkpoint import load_checkpoint
@@ -154,7 +154,7 @@ def sigma_auroc(save: Path, flags: list[str]) -> float | None:
     from armer.evaluate.metrics import error_auroc
 
     model, info = load_checkpoint(save / "checkpoint")
-    corpus = load(flags).tests["test1"]
+    corpus = data.tests["test1"]
     out = {k: v.numpy() for k, v in predict(model, to_batch(corpus)).items()}
     if np.isnan(out["sigma"]).all():
         return None
@@ -259,7 +259,6 @@ def tables(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]
 
 def goals(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]:
     """Issue #14's goals that these runs measure, each with its numbers and met / NOT met."""
-    key = metric_of(dataset)
     part = "test1" if dataset == "mosi" else "validation"
     lines = []
     if "v2" not in arms:
@@ -318,12 +317,13 @@ def main(argv: list[str] | None = None) -> None:
             for arm in args.arms:
                 runs[arm][seed] = train(args, dataset, flags, arm, seed)
         results = {arm: [] for arm in [*args.arms, "nb"]}
+        data = load(flags)  # once per dataset: every run's sigma AUROC and the baseline read it
         for arm, seeds in runs.items():
             for seed, save in seeds.items():
                 summary = json.loads((save / "summary.json").read_text())
-                summary["sigma_auroc"] = sigma_auroc(save, flags)
+                summary["sigma_auroc"] = sigma_auroc(save, data)
                 results[arm].append(summary)
-        results["nb"] = [baseline(args, dataset, flags, seed) for seed in args.seeds]
+        results["nb"] = [baseline(args, dataset, flags, data, seed) for seed in args.seeds]
         arms = [*args.arms, "nb"]
         summary = {arm: arm_summary(dataset, results[arm], metric_of(dataset)) for arm in arms}
         example = shlex.join(["python", "-m", "armer.train", *flags, *ARMS["v2"], "--seed", "0", "--save_root", "RUN",
