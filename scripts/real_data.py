@@ -10,7 +10,9 @@ Steps (a finished run with the same command is reused, so an interrupted run res
    (5-fold CV grouped by speaker / actor / video); the naive-Bayes late fusion of per-modality
    logistic regressions (`armer.evaluate.baseline`) on the same folds and test corpora;
 3. per run, from its checkpoint: AUROC of separating wrong from right test predictions by the
-   fused sigma (weight-averaged u of the present modalities);
+   fused sigma (weight-averaged u of the present modalities); on the paired benchmark, each
+   modality's weight and its score alone across the severity ladder (`armer.evaluate.ladder`;
+   from a second build with the ladder when the benchmark was built with --no_ladder);
 4. results/real_data.{md,json}: mean +- std over the seeds, the goals of issue #14 checked with
    their numbers. Refuses a working tree with uncommitted changes (the file names the commit it ran
    on) unless --allow_dirty, and then says so in the file.
@@ -61,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache_dir", default=str(Path.home() / ".cache" / "armer"))
     p.add_argument("--runs_dir", default=str(ROOT / "runs" / "real_data"))
     p.add_argument("--out", default=str(ROOT / "results" / "real_data.md"))
+    p.add_argument("--ladder_dir", default=None,
+                   help="where the severity ladder's corpora come from: default the paired benchmark itself, or, when "
+                        "it was built with --no_ladder, CACHE_DIR/benchmark-ladder (built with the ladder; its "
+                        "training and clean test pairs must equal the benchmark's); 'none' skips the ladder")
     p.add_argument("--benchmark_runs", default=str(ROOT / "runs" / "experiments"),
                    help="the paired benchmark's runs: scripts/run_experiments.py's --runs_dir")
     p.add_argument("--test_actors", nargs="+", default=["15", "16"], help="RAVDESS test actors")
@@ -166,6 +172,50 @@ def sigma_auroc(save: Path, data) -> float | None:
     return error_auroc(fused, wrong)
 
 
+def ladder_corpora(args: argparse.Namespace, flags: list[str], data) -> tuple[dict | None, list[str] | None]:
+    """The severity ladder's corpora (modality -> level -> corpus) with the clean test corpus under
+    None, and the build command they come from; (None, None) with --ladder_dir none."""
+    from armer.benchmark.build import parse_ladder_corpus
+    from run_experiments import build_benchmark, parse_args as experiment_args
+
+    if args.ladder_dir == "none":
+        return None, None
+    bench = Path(args.cache_dir) / "benchmark"
+    if args.ladder_dir is None and json.loads((bench / "manifest.json").read_text()).get("ladder"):
+        source, cmd = data, None
+    else:
+        out = Path(args.ladder_dir or Path(args.cache_dir) / "benchmark-ladder")
+        build_args = shlex.join(x for x in shlex.split(args.build_args) if x != "--no_ladder")
+        _, cmd = build_benchmark(experiment_args(["--bench_dir", str(out), "--data_root", args.data_root,
+                                                  f"--build_args={build_args}", "--nice", str(args.nice)]))
+        f = dict(zip(flags[::2], flags[1::2]))
+        source = load(["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
+                       *[x for m in MODALITIES for x in (f"--{m}_feature", f[f"--{m}_feature"])]])
+        for name in ("train", "test1"):  # the runs trained on the benchmark: the ladder's build must match it
+            a, b = data.corpora[name], source.corpora[name]
+            if a.samples != b.samples or not all(np.array_equal(x, y) for x, y in zip(a.features, b.features)):
+                raise SystemExit(f"{out}: its {name} pairs differ from {bench}'s; build both with the same options")
+    ladder: dict[str, dict] = {}
+    for name, corpus in source.corpora.items():
+        parsed = parse_ladder_corpus(name)
+        if parsed is not None:
+            ladder.setdefault(parsed[0], {})[parsed[1]] = corpus
+    return ({**ladder, None: source.corpora["test1"]} if ladder else None), cmd
+
+
+def ladder_of(save: Path, ladder: dict) -> dict[str, list[dict]]:
+    """`armer.evaluate.ladder.ladder_points` of one run's checkpoint, as JSON."""
+    from dataclasses import asdict
+
+    from armer.checkpoint import load_checkpoint
+    from armer.evaluate.ladder import ladder_points
+
+    model, info = load_checkpoint(save / "checkpoint")
+    levels = {m: v for m, v in ladder.items() if m is not None}
+    points = ladder_points(model, ladder[None], levels, info.has_valence)
+    return {m: [asdict(p) for p in ps] for m, ps in points.items()}
+
+
 def metric_of(dataset: str) -> str:
     return "acc2" if dataset == "mosi" else "waf"
 
@@ -197,7 +247,66 @@ def arm_summary(dataset: str, results: list[dict], key: str) -> dict[str, Any]:
     out["validation_degraded"] = {m: {k: over(lambda r, m=m, k=k: r["validation"]["degraded"][m][k])
                                       for k in ("weight_clean", "weight_degraded")} for m in MODALITIES}
     out["sigma_auroc"] = over(lambda r: r["sigma_auroc"])
+    if all("ladder" in r for r in results):
+        first = results[0]["ladder"]
+        out["ladder"] = {m: [{"level": p["level"], **{k: over(lambda r, m=m, i=i, k=k: r["ladder"][m][i][k])
+                                                       for k in ("weight", "alone")}}
+                             for i, p in enumerate(points)] for m, points in first.items()}
     return out
+
+
+LADDER_UNITS = {"audio": "speech SNR, dB", "text": "word drop-out", "video": "face blur factor"}
+
+
+def ladder_tables(summary: dict[str, dict], arms: list[str], cmd: list[str] | None) -> list[str]:
+    """Per modality: its mean weight (every modality present) and its score alone, clean and at each
+    ladder level, per arm, and the rank correlation of the two over the points (of the seed means)."""
+    from armer.evaluate.ladder import LadderPoint, ladder_verdict
+
+    arms = [a for a in arms if "ladder" in summary[a]]
+    if not arms:
+        return []
+    source = f"`{shlex.join(['python', *cmd[1:]])}` (the same training and clean test pairs)" if cmd else "this build"
+    lines = ["Severity ladder: the clean test pairs with one modality degraded at one level, from " + source
+             + ". Each cell: the modality's mean fusion weight with every modality present / weighted F1 % of "
+             "the model with that modality alone (mean over the seeds); last column: the rank correlation of "
+             "the two over the clean point and the levels (goal: 0.8 or more), and at each level where the modality "
+             "alone loses 10+ points, its weight's relative change (goal: -30% or lower).", ""]
+    for m, points in summary[arms[0]]["ladder"].items():
+        levels = ["clean", *(f"{p['level']:g}" for p in points[1:])]
+        lines += [f"**{m}** ({LADDER_UNITS[m]}):", "", "| arm | " + " | ".join(levels) + " | rank corr. | weight change where alone -10+ |",
+                  "|---" * (len(levels) + 3) + "|"]
+        for arm in arms:
+            pts = summary[arm]["ladder"][m]
+            verdict = ladder_verdict([LadderPoint(p["level"], p["weight"]["mean"], p["alone"]["mean"]) for p in pts])
+            rho = verdict["rank_correlation"]
+            falls = ", ".join(f"{x['level']:g}: {-100 * x['fall']:+.0f}%" for x in verdict["levels"]
+                              if x["falls_enough"] is not None) or "none asked"
+            lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(f"{p['weight']['mean']:.3f} / {100 * p['alone']['mean']:.1f}"
+                                                             for p in pts)
+                         + f" | {'n/a' if rho is None else f'{rho:.2f}'} | {falls} |")
+        lines.append("")
+    return lines
+
+
+def ladder_goals(summary: dict[str, dict]) -> list[str]:
+    """The ladder's goals for V2: per modality, the rank correlation and the falls where it loses 10+ points alone."""
+    from armer.evaluate.ladder import MIN_FALL, MIN_LOSS, LadderPoint, ladder_verdict
+
+    lines = []
+    for m, pts in summary.get("v2", {}).get("ladder", {}).items():
+        verdict = ladder_verdict([LadderPoint(p["level"], p["weight"]["mean"], p["alone"]["mean"]) for p in pts])
+        rho = verdict["rank_correlation"]
+        lines.append(f"- V2 {m}: rank correlation of its weight and its score alone over the ladder "
+                     f"{'n/a' if rho is None else f'{rho:.2f}'} (goal 0.8) -> "
+                     f"**{'met' if rho is not None and rho >= 0.8 else 'NOT met'}**")
+        asked = [x for x in verdict["levels"] if x["falls_enough"] is not None]
+        detail = "; ".join(f"{x['level']:g}: alone -{100 * x['loss']:.0f} points, weight {100 * -x['fall']:+.0f}%"
+                           for x in asked)
+        lines.append(f"- V2 {m}: where it alone loses {100 * MIN_LOSS:.0f}+ points, its weight falls "
+                     f"{100 * MIN_FALL:.0f}%+: " + (f"{detail} -> **{'met' if verdict['falls_met'] else 'NOT met'}**"
+                                                     if asked else "no level costs it that much"))
+    return lines
 
 
 def fmt(x: dict | None, scale: float = 100.0) -> str:
@@ -318,10 +427,13 @@ def main(argv: list[str] | None = None) -> None:
                 runs[arm][seed] = train(args, dataset, flags, arm, seed)
         results = {arm: [] for arm in [*args.arms, "nb"]}
         data = load(flags)  # once per dataset: every run's sigma AUROC and the baseline read it
+        ladder, ladder_cmd = ladder_corpora(args, flags, data) if dataset == "benchmark" else (None, None)
         for arm, seeds in runs.items():
             for seed, save in seeds.items():
                 summary = json.loads((save / "summary.json").read_text())
                 summary["sigma_auroc"] = sigma_auroc(save, data)
+                if ladder is not None:
+                    summary["ladder"] = ladder_of(save, ladder)
                 results[arm].append(summary)
         results["nb"] = [baseline(args, dataset, flags, data, seed) for seed in args.seeds]
         arms = [*args.arms, "nb"]
@@ -330,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
                               *(MOSI_FIXED if dataset == "mosi" else [])])
         trained_at = sorted({r.get("commit", "unknown") for arm in args.arms for r in results[arm]})
         report["datasets"][dataset] = {"prepare": prepare_cmd[1:], "train_flags": flags, "summary": summary,
+                                       "ladder_build": ladder_cmd[1:] if ladder_cmd else None,
                                        "trained_at": trained_at}
         lines += [f"## {dataset}", "", f"Data: `{shlex.join(['python', *prepare_cmd[1:]])}`; training: `{example}` "
                   f"plus each arm's flags. Runs trained at commit(s) {', '.join(f'`{c}`' for c in trained_at)}.", ""]
@@ -340,7 +453,8 @@ def main(argv: list[str] | None = None) -> None:
                       "Table 2 as quoted in ../shared/data/README.md: binary accuracy GCNet 80.95 / 64.79 and MoMKE "
                       "86.74 / 70.58 at missing rate 0.1 / 0.7.", ""]
         lines += tables(dataset, summary, arms)
-        lines += ["Goals:", "", *goals(dataset, summary, arms), ""]
+        lines += ladder_tables(summary, arms, ladder_cmd)
+        lines += ["Goals:", "", *goals(dataset, summary, arms), *ladder_goals(summary), ""]
     report["seconds"] = round(time.perf_counter() - started)
     write_report(args.out, lines, report)
     print("\n".join(lines))

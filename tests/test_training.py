@@ -259,3 +259,47 @@ def test_a_modality_no_training_sample_has_is_masked_and_its_conditions_are_not_
         assert 0.0 <= validation[name]["waf"] <= 1.0 and np.isfinite(validation[name]["val_mse"])
     assert all(np.isfinite(validation["missing_rate"][r]["waf"]) for r in validation["missing_rate"])
     assert all(np.isfinite(validation["weight_spread"][m]) for m in ("audio", "text"))
+
+
+def test_the_severity_ladder_scores_weight_and_alone_score_per_level(trained):
+    """A ladder of the informative audio mixed ever more with noise: clean first, then mild to severe;
+    the audio alone scores lower at each level and its weight is below the clean weight at every
+    level; the verdict correlates the two and asks for a fall only where the audio alone loses 10+
+    points."""
+    from dataclasses import replace
+
+    from scipy.stats import spearmanr
+
+    from armer.evaluate.ladder import ladder_points, ladder_verdict
+
+    dataset, result = trained
+    test = dataset.tests["test1"]
+    noise = corrupt(test.features[0])
+    mixes = {0.0: 0.6, -10.0: 1.0, 10.0: 0.3}  # an audio ladder's levels are SNRs: lower is more severe
+    levels = {snr: replace(test, features=[((1 - mix) * test.features[0] + mix * noise).astype(np.float32),
+                                           *test.features[1:]]) for snr, mix in mixes.items()}
+    points = ladder_points(result.ensemble, test, {"audio": levels}, has_valence=True)["audio"]
+    assert [p.level for p in points] == [None, 10.0, 0.0, -10.0]
+    alone = [p.alone for p in points]
+    weights = [p.weight for p in points]
+    assert alone == sorted(alone, reverse=True) and alone[0] - alone[-1] > 0.3
+    assert max(weights[1:]) < weights[0] - 0.05
+    verdict = ladder_verdict(points)
+    assert verdict["rank_correlation"] == pytest.approx(spearmanr(weights, alone).statistic)
+    for level, point in zip(verdict["levels"], points[1:]):
+        assert (level["falls_enough"] is None) == (points[0].alone - point.alone < 0.10)
+        assert level["fall"] == pytest.approx(1 - point.weight / points[0].weight)
+
+
+def test_the_ladder_verdict_asks_for_a_30_percent_fall_where_the_modality_alone_loses_10_points():
+    from armer.evaluate.ladder import LadderPoint, ladder_verdict
+
+    clean = LadderPoint(None, 0.50, 0.80)
+    mild, severe = LadderPoint(10.0, 0.48, 0.75), LadderPoint(0.0, 0.40, 0.60)  # -5 and -20 points alone
+    verdict = ladder_verdict([clean, mild, severe])
+    assert [x["falls_enough"] for x in verdict["levels"]] == [None, False]  # -20 points, weight only -20%
+    assert not verdict["falls_met"] and verdict["rank_correlation"] == pytest.approx(1.0)
+    enough = ladder_verdict([clean, mild, LadderPoint(0.0, 0.30, 0.60)])
+    assert enough["falls_met"] and enough["levels"][1]["fall"] == pytest.approx(0.4)
+    rising = ladder_verdict([clean, LadderPoint(10.0, 0.55, 0.75), LadderPoint(0.0, 0.60, 0.60)])
+    assert rising["rank_correlation"] == pytest.approx(-1.0)
