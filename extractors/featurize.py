@@ -1,5 +1,6 @@
 """From a clip to one utterance-level feature vector per modality: the one path that the extraction
-CLI (``python -m armer.extractors``) and the predictor (``armer.predict``, the demo) share.
+CLI (``python -m armer.extractors``), the predictor (``armer.predict``, the demo) and the benchmark
+builder (``armer.benchmark build``, through ``featurize_many``) share.
 
     Sources.from_media(load_media(path))  or  Sources.combine(video=..., audio=..., image=...)
         -> featurize(sources, extractors, transcript, use, degrade, steps) -> ClipFeatures
@@ -10,7 +11,8 @@ degradations and runs each modality's encoder. Every step goes through a ``Steps
 times it and, given a cache, answers a repeat of the same input without recomputing it: that is how
 the demo re-runs only the fusion when a modality is toggled. ``featurize_many`` does the same for a
 batch of clips, each model step once for all of them (``Extractor.extract_batch``), for the
-extraction CLI.
+extraction CLI and the benchmark builder (whose inputs come degraded, faces cropped and sentences
+verbatim: ``clean_transcripts=False``).
 """
 from __future__ import annotations
 
@@ -396,21 +398,25 @@ def _extract_step(name: str, clips: list[_Clip], inputs: list[Any], extractor: E
 
 def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
                    transcripts: list[str | bytes | None] | None = None, use: dict[str, bool] | None = None,
-                   degrade: Degrade | None = None, transcriber: Extractor | None = None
-                   ) -> list[ClipFeatures | Exception]:
+                   degrade: Degrade | None = None, transcriber: Extractor | None = None,
+                   clean_transcripts: bool = True) -> list[ClipFeatures | Exception]:
     """``featurize`` for many clips at once: each model step runs once for all of them
     (``extract_batch``, ``transcribe_batch``), the face crops and the video encoder beside the audio
     work as in ``featurize``. Returns per clip its ``ClipFeatures`` (features equal to ``featurize``'s
     within 1e-4, the same transcript and notices) or the exception that failed it: a bad clip fails
     alone (a failed batch is redone one clip at a time). ``transcripts`` gives each clip's text (None:
-    transcribe); face crops already in ``Sources.faces`` (decode workers) are used as they are. A step's
-    time is shared out equally among the clips it ran for; nothing is cached (no ``Steps``)."""
+    transcribe), cleaned by ``clean_text`` unless ``clean_transcripts`` is False: then each (a str or
+    None) is encoded as it is, even empty (without ``degrade.word_drop`` not even its spaces change),
+    for trusted corpus text (the benchmark's MELD sentences, some with C1 control characters that
+    ``clean_text`` would blank). Face crops already in ``Sources.faces`` (decode workers, the
+    benchmark's FER faces) are used as they are. A step's time is shared out equally among the clips
+    it ran for; nothing is cached (no ``Steps``)."""
     degrade = degrade or Degrade()
     use = {m: bool((use or {}).get(m, True)) and m in extractors for m in MODALITIES}
     clips = [_Clip(src) for src in sources]
     for clip, transcript in zip(clips, transcripts if transcripts is not None else [None] * len(clips), strict=True):
         try:
-            clip.text, clip.notices = clean_text(transcript)
+            clip.text, clip.notices = clean_text(transcript) if clean_transcripts else (transcript, [])
         except InputError as err:
             clip.error = err
         clip.notices += clip.sources.notices
@@ -442,11 +448,11 @@ def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
             clip.text, clip.empty_speech = _recognised(words, clip.notices)
 
     reading = live(lambda c: c.text is not None and use["text"])
-    for clip in reading:
-        clip.text_read = degrade.apply_text(clip.text)
-        if not clip.text_read:
+    for clip in reading:  # a verbatim transcript is encoded as it is, even empty (the text backends give zeros)
+        clip.text_read = degrade.apply_text(clip.text) if clean_transcripts or degrade.word_drop else clip.text
+        if not clip.text_read and clean_transcripts:
             clip.notices.append("word drop-out removed every word: the text modality is missing")
-    reading = [c for c in reading if c.text_read]
+    reading = [c for c in reading if c.text_read or not clean_transcripts]
     for clip, vec in zip(reading, _extract_step("text features", reading, [c.text_read for c in reading],
                                                 extractors.get("text"))):
         clip.features["text"] = vec

@@ -1,25 +1,42 @@
 """The paired benchmark builder on tiny generated data roots."""
 from __future__ import annotations
 
+import io
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from armer.extractors import clean_text, load_audio
 
 from armer.benchmark import CLASSES, BuildOptions, SourceError, build
 from armer.benchmark.__main__ import main as bench_main
 from armer.benchmark.build import (
+    NOISE_CORPORA,
+    Pair,
     allowed_train_faces,
+    degrade_inputs,
+    face_frames,
     ladder_corpus,
+    ladder_inputs,
+    noise_corpus_degradation,
     pair_sources,
     parse_ladder_corpus,
     resolve_test_speakers,
+    training_view_degradation,
 )
 from armer.benchmark.sources import read_emodb, read_fer, read_meld
 from armer.data import DEGRADED_SUFFIX, DataError, load_dataset, load_label_file
-from tests.benchmark_fakes import FAKES, FakeVideo, make_data_root, register_fakes
+from tests.benchmark_fakes import (
+    FAKES,
+    FakeAudio,
+    FakeText,
+    FakeVideo,
+    make_data_root,
+    register_fakes,
+)
 
 LADDER = {  # the default severity ladder, mild to severe
     "audio": ["ladder_audio_snr_20", "ladder_audio_snr_10", "ladder_audio_snr_5", "ladder_audio_snr_0",
@@ -293,6 +310,78 @@ def test_build_is_deterministic_and_cached(data_root, built, tmp_path):
     for folder in manifest["feature_folders"].values():
         for f in sorted((out / "features" / folder).glob("*.npy"))[::25]:  # every corpus
             assert np.array_equal(np.load(f), np.load(tmp_path / "again" / "features" / folder / f.name))
+
+
+def npy_bytes(vec: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, vec)
+    return buf.getvalue()
+
+
+def test_every_feature_file_is_the_backend_s_own_and_a_rebuild_extracts_nothing(tmp_path, monkeypatch):
+    """The builder encodes through ``featurize_many`` and its feature cache without changing a byte: every
+    file is, byte for byte, ``np.save`` of the backend's own ``extract`` of the pair's input (raw, or
+    degraded as ``degrade_inputs`` / ``ladder_inputs`` make it; FER faces as they are, no face detection;
+    MELD sentences verbatim, C1 control characters kept, an empty one encoded too), the label file holds
+    every pair's class, and a rebuild from the cache calls no backend and writes the same bytes."""
+    root = make_data_root(tmp_path / "data", speakers=("03", "10"), clips_per_class=1)
+    for path in (root / "meld").glob("*.csv"):  # MELD's apostrophe: the C1 control character U+0092
+        path.write_text(path.read_text(encoding="utf-8").replace("\u2019", "\x92"), encoding="utf-8")
+    opts = options(root, tmp_path / "bench", tmp_path / "cache", k_train=2, k_test=2, test_speakers=["10"])
+    monkeypatch.setattr(sys.modules["armer.extractors.featurize"], "crop_faces", None)  # no face detection
+    manifest = build(opts)
+    clips, fer = {c.stem: c for c in read_emodb(root)}, read_fer(root)
+    utterances = {u.key: u for u in read_meld(root)}
+    assert all("\x92" in u.text and clean_text(u.text)[0] != u.text for u in utterances.values())
+    pairs = [Pair(name, name.split("-")[0], clips[p["emodb"]], p["fer_index"], utterances[p["meld"]])
+             for name, p in manifest["pairs"].items()]
+    train, test = [p for p in pairs if p.corpus == "train"], [p for p in pairs if p.corpus == "test1"]
+    raw = {"audio": {p.clip.stem: load_audio(p.clip.path, max_seconds=None) for p in pairs},
+           "video": {str(p.fer_index): face_frames(fer.images[p.fer_index]) for p in pairs},
+           "text": {p.utterance.key: p.utterance.text for p in pairs}}
+    key = {"audio": lambda p: p.clip.stem, "video": lambda p: str(p.fer_index), "text": lambda p: p.utterance.key}
+    noised = {m: {k: v[0] for k, v in d.items()}
+              for m, d in degrade_inputs(test, raw, noise_corpus_degradation(opts), opts.seed).items()}
+    views = {m: {k: v[0] for k, v in d.items()}
+             for m, d in degrade_inputs(train, raw, training_view_degradation(opts), opts.seed).items()}
+    inputs = {}  # (folder suffix, corpus, modality) -> source key -> the input the backend should have read
+    for m in ("audio", "text", "video"):
+        inputs["", "train", m] = inputs["", "test1", m] = raw[m]
+        inputs[DEGRADED_SUFFIX, "train", m] = views[m]
+        for corpus, degraded in NOISE_CORPORA.items():
+            inputs["", corpus, m] = noised[m] if m in degraded else raw[m]
+        for corpus, spec in manifest["ladder"]["corpora"].items():
+            keys = sorted({key[m](p) for p in test})
+            inputs["", corpus, m] = dict(zip(keys, ladder_inputs(m, spec["level"], keys, raw, opts.seed))) \
+                if spec["modality"] == m else raw[m]
+    assert "" in inputs["", "ladder_text_drop_0p9", "text"].values()  # a sentence that lost every word
+    backends = {"audio": FakeAudio(), "text": FakeText(), "video": FakeVideo()}
+    features = tmp_path / "bench" / "features"
+    written = sorted(f.relative_to(features) for f in features.rglob("*.npy"))
+    expected = []
+    for (suffix, corpus, m), items in inputs.items():
+        folder = features / f"{manifest['feature_folders'][m]}{suffix}"
+        for p in train if corpus == "train" else test:
+            name = p.name if corpus in ("train", "test1") else corpus + p.name[len("test1"):]
+            expected.append((folder / f"{name}.npy").relative_to(features))
+            vec = backends[m].extract(items[key[m](p)])
+            assert (features / expected[-1]).read_bytes() == npy_bytes(vec), expected[-1]
+    assert written == sorted(expected)  # no other file
+    labels = load_label_file(tmp_path / "bench" / "label-6way.npz")
+    for corpus in [c for c in labels if c != "label_names"]:
+        assert {n: e["emo"] for n, e in labels[corpus].items()} == \
+            {(p.name if corpus == "train" else corpus + p.name[len("test1"):]): p.clip.label
+             for p in (train if corpus == "train" else test)}
+
+    calls = []
+    for cls in (FakeAudio, FakeText, FakeVideo):
+        monkeypatch.setattr(cls, "_extract", lambda self, x: calls.append(self.name))
+    again = build(replace(opts, out=tmp_path / "again"))
+    assert calls == []  # every input from the disk cache
+    assert all(again["extraction"][m]["computed"] == 0 and again["extraction"][m]["cached"] > 0 for m in backends)
+    assert sorted(f.relative_to(tmp_path / "again" / "features") for f in (tmp_path / "again").rglob("*.npy")) == written
+    for f in [Path("label-6way.npz")] + [Path("features") / w for w in written]:
+        assert (tmp_path / "again" / f).read_bytes() == (tmp_path / "bench" / f).read_bytes(), f
 
 
 def test_options_select_speakers_usages_and_csvs(tmp_path):

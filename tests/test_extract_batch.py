@@ -25,6 +25,7 @@ from armer.extractors import (
     load_media,
 )
 from armer.extractors import prefetch
+from armer.extractors.degrade import Degrade
 from armer.extractors.__main__ import main as cli_main
 from armer.extractors.samples import face_image, write_clip
 from conftest import SENTENCE
@@ -211,6 +212,25 @@ def test_featurize_many_matches_featurize(batch_clips):
     assert any("no face found" in n for n in got.notices) and got.notices == one.notices
     np.testing.assert_allclose(got.features["video"], one.features["video"], rtol=0, atol=TOL)
     assert featurize_many([], exts) == []
+
+
+def test_featurize_many_can_take_transcripts_verbatim():
+    """``clean_transcripts=False`` (the benchmark builder's MELD sentences) encodes each transcript as it
+    is: a C1 control character and double spaces kept, an empty one encoded too; None is still no text."""
+    from tests.benchmark_fakes import FakeText
+
+    backend, said = FakeText(), ["he\x92s  here", "", None]
+    clean = featurize_many([Sources() for _ in said], {"text": backend}, said)
+    verbatim = featurize_many([Sources() for _ in said], {"text": backend}, said, clean_transcripts=False)
+    assert clean[0].transcript == clean[0].text_read == "he s here"
+    assert verbatim[0].transcript == verbatim[0].text_read == said[0]
+    assert clean[1].features["text"] is None and clean[1].transcript is None  # blank: no text
+    for got, text in zip(verbatim[:2], said):
+        np.testing.assert_array_equal(got.features["text"], backend.extract(text))
+    assert verbatim[2].features["text"] is None and not verbatim[2].available["text"]
+    dropped = featurize_many([Sources()], {"text": backend}, said[:1], degrade=Degrade(word_drop=1.0),
+                             clean_transcripts=False)[0]  # a word drop-out still applies
+    assert dropped.text_read == "" and not dropped.features["text"].any()
 
 
 def crashing_decode(path, *args):

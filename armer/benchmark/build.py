@@ -340,7 +340,28 @@ class FeatureStore:
         return self.folder / f"{key}.npy" if self.folder is not None else None
 
     def features(self, inputs: list[Any]) -> list[np.ndarray]:
-        """One (dim,) float32 vector per input (duplicates extracted once)."""
+        """One (dim,) float32 vector per input of the backend's modality, through ``featurize_many``
+        (the clip-to-features path of the extraction CLI and the predictor) with this store as the
+        backend. The inputs are already degraded and nothing more is done to them: the FER faces are
+        given as the crops (no face detection), the sentences are encoded verbatim (C1 control
+        characters kept; one that lost every word is an empty text: the text backends give zeros)."""
+        from armer.extractors.featurize import Sources, featurize_many
+
+        modality = self.extractor.modality
+        sources = [Sources(audio=x) if modality == "audio" else Sources(frames=x, faces=(x, 1.0))
+                   if modality == "video" else Sources() for x in inputs]
+        results = featurize_many(sources, {modality: self}, inputs if modality == "text" else None,
+                                 clean_transcripts=False)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [r.features[modality] for r in results]
+
+    def extract(self, x: Any) -> np.ndarray:
+        return self.extract_batch([x])[0]
+
+    def extract_batch(self, inputs: list[Any]) -> list[np.ndarray]:
+        """The backend's feature of each input, from the cache or computed (duplicates extracted once)."""
         keys = [content_key(x) for x in inputs]
         todo: dict[str, Any] = {}
         for key, x in zip(keys, inputs):
@@ -355,15 +376,11 @@ class FeatureStore:
                     continue
             todo[key] = x
         items = list(todo.items())
-        batch = getattr(self.extractor, "extract_batch", None)
         # ``batch_size`` inputs per extract_batch call, each batch saved as soon as it is computed (an
-        # interrupted build resumes); a backend without extract_batch goes one at a time
-        step = self.batch_size if batch is not None else 1
-        for start in range(0, len(items), step):
-            chunk = items[start:start + step]
-            inputs = [x for _, x in chunk]
-            vectors = batch(inputs) if batch is not None else [self.extractor.extract(inputs[0])]
-            for (key, _), vec in zip(chunk, vectors, strict=True):
+        # interrupted build resumes)
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            for (key, _), vec in zip(chunk, self.extractor.extract_batch([x for _, x in chunk]), strict=True):
                 self._keep(key, vec)
         return [self.memory[k] for k in keys]
 
