@@ -512,3 +512,9 @@ def test_cache_follows_the_weights(tmp_path):
     new = FeatureStore(Weighted(weights), tmp_path / "cache")
     assert old.fingerprint and new.fingerprint and old.folder != new.folder
     assert FeatureStore(FakeVideo(), tmp_path / "cache").folder.name == "fake-video"
+
+
+def test_a_root_whose_default_test_speakers_leave_none_to_train_on_gets_a_clear_error(tmp_path):
+    root = make_data_root(tmp_path / "data", speakers=("03", "10"), clips_per_class=1)
+    with pytest.raises(SourceError, match="leave none to train on"):
+        build(options(root, tmp_path / "bench", tmp_path / "cache"))

@@ -178,7 +178,12 @@ def resolve_test_speakers(requested: list[str] | None, clips: list[Clip], fer: F
     has_train_material = (fer.usages == FER_TRAIN_USAGE).any() and any(u.split == "train" for u in meld)
     if not has_train_material:
         return present  # a test-only root: every speaker is a test speaker
-    return default_test_speakers(present)
+    chosen = default_test_speakers(present)
+    if set(chosen) == set(present):
+        raise SourceError(f"the data root has training material but only the speakers {present}: the default test "
+                          f"speakers {chosen} leave none to train on; name the test speakers (--test_speakers), or "
+                          "'all' for a test-only build")
+    return chosen
 
 
 TRAIN_FACES = ("auto", "heldout", "all")
