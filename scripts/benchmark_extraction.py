@@ -208,11 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     speedup = many["clips_per_s"] / one["clips_per_s"]
     steady = many["steady_clips_per_s"] / one["steady_clips_per_s"] \
         if many["steady_clips_per_s"] and one["steady_clips_per_s"] else None
+    # the best batching can do on these cores: every core busy at the batched CPU cost per clip
+    ceiling = os.cpu_count() / many["cpu_s_per_clip"] / one["clips_per_s"]
     data = {"commit": git_commit(), "generated": generated_line("benchmark_extraction.py"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
             "n_clips": args.n, "clip": CLIP, "rounds": args.rounds, "flags": {m: " ".join(f) for m, f in modes.items()},
             "modes": summary, "speedup": round(speedup, 3), "steady_speedup": round(steady, 3) if steady else None,
-            "goal": GOAL, "goal_met": speedup >= GOAL, "max_abs_feature_difference": diffs,
+            "goal": GOAL, "goal_met": speedup >= GOAL, "ceiling_speedup": round(ceiling, 3),
+            "max_abs_feature_difference": diffs,
             "stage_cpu_s_per_clip": profile}
     lines = report(data)
     write_report(args.out, lines, data)
@@ -248,6 +251,13 @@ def report(data: dict) -> list[str]:
         "",
         f"Speed-up: **{data['speedup']:.2f}x** over the whole runs (model loading included){steady}. Goal: at least "
         f"{GOAL:g}x on 2 cores: {verdict}.",
+        "",
+        f"The ceiling on this machine: one clip at a time already keeps "
+        f"{summary['one_at_a_time']['cpu_s_per_clip'] * summary['one_at_a_time']['clips_per_s']:.2f} of its "
+        f"{data['machine']['cpus']} cores busy (CPU s per clip x clips/s: the encoders use several threads), so with "
+        f"every core busy at the batched CPU cost per clip the best possible rate is "
+        f"{data['machine']['cpus']} / {summary['batched']['cpu_s_per_clip']:.2f} clips/s: at most "
+        f"**{data['ceiling_speedup']:.2f}x** the one-at-a-time rate. Only less work per clip could reach {GOAL:g}x.",
         "",
         "Clips/s (steady state): from the first batch written to the last clip. CPU s per clip: the CLI's process "
         "tree (decode workers included), model loading included. Peak RSS: the CLI and its decode workers, summed.",
