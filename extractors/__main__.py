@@ -4,6 +4,7 @@
     python -m armer.extractors clips/ --out features/ --audio chinese-hubert-large --video clip-vit-large-patch14
     python -m armer.extractors clips/ --out features/ --device cuda     # on the GPU (auto: CUDA when there is one)
     python -m armer.extractors clips/ --out features/ --batch_size 1 --decode_workers 0   # one clip at a time
+    python -m armer.extractors clips/ --out features/ --ray HEAD:6379   # on a Ray cluster (pip install 'armer[ray]')
     python -m armer.extractors --list
 
 Each backend writes ``<out>/<name>-UTT/<clip>.npy`` (shape (D,)). With no backend options the
@@ -19,6 +20,9 @@ processes decode the next clips and crop their faces. Records are written as eac
 and features atomically, so an interrupted run (Ctrl-C, a kill) loses at most the batch in
 progress: rerun the same command to resume. On a rerun, existing feature files are checked and a
 clip whose files are truncated or corrupt is extracted again.
+
+``--ray [ADDRESS]`` runs the same extraction on a Ray cluster (``extractors/ray_extract.py``) and
+writes the same files from this process; it resumes the same way.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ TMP_SUFFIX = ".tmp"  # temporary files are hidden ``.<name>.<pid>.tmp``: never m
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C
 DEFAULT_BATCH = 8
 DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))  # 1 on 2 cores: the models keep the other busy
+LOCAL_RAY = "local"  # --ray without an address
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,8 +91,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"clips per model pass (default {DEFAULT_BATCH}; 1: one clip at a time)")
     p.add_argument("--decode_workers", type=int, default=DEFAULT_WORKERS,
                    help="processes that decode the media and crop the faces ahead of the models "
-                        f"(default {DEFAULT_WORKERS}; 0: in this process, beside the models)")
+                        f"(default {DEFAULT_WORKERS}; 0: in this process, beside the models; with --ray, Ray tasks decode)")
     add_device_argument(p)
+    ray = p.add_argument_group("on a Ray cluster (pip install 'armer[ray]'; docs/extractors.md)")
+    ray.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
+                     help="extract with Ray Data: decoding in Ray tasks, the models in a pool of Ray actors, the files "
+                          "written here as by a plain run. Without ADDRESS: the Ray that RAY_ADDRESS or `ray start` "
+                          "on this machine started, else a new local one; ADDRESS: a running cluster (HEAD:6379 or "
+                          "auto). The clips and this checkout must be at the same paths on every node")
+    ray.add_argument("--ray_actors", type=int, default=None, metavar="N",
+                     help="at most N model actors (default: one per GPU they can have, else half the cluster's CPUs)")
+    ray.add_argument("--ray_gpus", type=float, default=None, metavar="G",
+                     help="GPUs per model actor, 0.5 puts two on a GPU (default: 1 when the cluster has GPUs and "
+                          "--device is not cpu, else 0: the models on CPUs)")
     p.add_argument("--list", action="store_true", help="list the registered backends and exit")
     return p.parse_args(argv)
 
@@ -157,119 +173,155 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.decode_workers < 0:
         print("error: --batch_size must be at least 1 and --decode_workers at least 0", file=sys.stderr)
         return 2
-    from tqdm import tqdm
+    runner = run_here
+    if args.ray is not None:
+        from .ray_extract import RayUnavailable, check_ray_options, run_on_ray
 
-    backends = {m: getattr(args, m) for m in MODALITIES if getattr(args, m).lower() != "none"}
-    exts = {m: create_extractor(b, modality=m, device=args.device) for m, b in backends.items()}
-    transcripts = read_transcripts(args.transcripts) if args.transcripts else {}
-    out = Path(args.out)
-    dirs = {m: out / f"{e.name}-UTT" for m, e in exts.items()}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            check_ray_options(args)  # before any model is built
+        except (RayUnavailable, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        runner = run_on_ray
+    run = Extraction(args)
+    return run.finish(runner(run, args))
+
+
+def backends_for(names: dict[str, str], asr: bool, device: str) -> tuple[dict[str, Extractor], Extractor | None]:
+    """The backends (modality -> instance) and the speech recogniser (None without ASR) of a run;
+    the Ray actors build theirs with this too."""
+    exts = {m: create_extractor(b, modality=m, device=device) for m, b in names.items()}
     transcriber = None
-    if not args.no_asr:
+    if asr:
         transcriber = exts["audio"] if "audio" in exts and exts["audio"].can_transcribe \
-            else create_extractor(DEFAULT_TRANSCRIBER, modality="audio", device=args.device)
+            else create_extractor(DEFAULT_TRANSCRIBER, modality="audio", device=device)
+    return exts, transcriber
 
-    paths = find_media(args.inputs, args.file_list)
-    for folder in (out, *dirs.values()):
-        remove_stale_temps(folder)
-    records = RunRecords(out)
-    failures: list[tuple[str, str]] = []
-    counts = {"done": 0, "skipped": 0}
-    bar = tqdm(total=len(paths), desc="extracting", unit="clip")
 
-    def fail(path: Path, error: str) -> None:
-        failures.append((str(path), error))
-        bar.update()
+def fill_empty_text(result: ClipFeatures, exts: dict[str, Extractor]) -> None:
+    """Give a clip whose speech held no words the text backend's empty-text vector (MERBench stores zeros)."""
+    if "text" in exts and result.empty_speech and result.features.get("text") is None:
+        result.features["text"] = exts["text"].extract("")
 
-    def todo() -> Iterator[tuple[str, Path]]:
+
+class Extraction:
+    """One run over the clips: the backends, the output folders, what is already done, and the records
+    and failures written as clips finish. ``run_here`` (this process) and ``ray_extract.run_on_ray``
+    (a Ray cluster) both go through it, so they skip, write and report alike."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from tqdm import tqdm
+
+        self.args = args
+        self.names = {m: getattr(args, m) for m in MODALITIES if getattr(args, m).lower() != "none"}
+        self.exts, self.transcriber = backends_for(self.names, not args.no_asr, args.device)
+        self.transcripts = read_transcripts(args.transcripts) if args.transcripts else {}
+        self.out = Path(args.out)
+        self.dirs = {m: self.out / f"{e.name}-UTT" for m, e in self.exts.items()}
+        for d in self.dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        self.paths = find_media(args.inputs, args.file_list)
+        for folder in (self.out, *self.dirs.values()):
+            remove_stale_temps(folder)
+        self.records = RunRecords(self.out)
+        self.failures: list[tuple[str, str]] = []
+        self.done = self.skipped = 0
+        self.load_options = {"max_seconds": args.max_seconds, "fps": args.fps, "max_frames": args.max_frames,
+                             "max_side": args.max_side}
+        self.bar = tqdm(total=len(self.paths), desc="extracting", unit="clip")
+
+    def fail(self, path: Path, error: str) -> None:
+        self.failures.append((str(path), error))
+        self.bar.update()
+
+    def todo(self) -> Iterator[tuple[str, Path]]:
         """The clips to extract, in order: duplicates, unsupported files and clips already done are
-        dealt with here (as the decoding reads ahead)."""
+        dealt with here (lazily: the plain run's decoding reads ahead)."""
         seen: dict[str, Path] = {}
-        for path in paths:
+        for path in self.paths:
             clip = path.stem
             if clip in seen:
-                fail(path, f"duplicate clip name {clip!r} (also {seen[clip]}); features are keyed by file stem")
+                self.fail(path, f"duplicate clip name {clip!r} (also {seen[clip]}); features are keyed by file stem")
                 continue
             seen[clip] = path
             try:
                 kind = media_kind(path)
             except Exception as err:  # noqa: BLE001  (report every failure, keep going)
-                fail(path, describe(err))
+                self.fail(path, describe(err))
                 continue
-            expected = [m for m in KIND_MODALITIES[kind] if m in exts
-                        and (m != "text" or clip in transcripts or transcriber is not None)]
-            if not args.overwrite and expected and len(expected) == sum(  # checks all, removing corrupt ones
-                    usable_feature(dirs[m] / f"{clip}.npy", exts[m].dim) for m in expected):
-                counts["skipped"] += 1
-                bar.update()
+            expected = [m for m in KIND_MODALITIES[kind] if m in self.exts
+                        and (m != "text" or clip in self.transcripts or self.transcriber is not None)]
+            if not self.args.overwrite and expected and len(expected) == sum(  # checks all, removing corrupt ones
+                    usable_feature(self.dirs[m] / f"{clip}.npy", self.exts[m].dim) for m in expected):
+                self.skipped += 1
+                self.bar.update()
                 continue
             yield clip, path
 
-    def keep(item: Decoded, result: ClipFeatures, seconds: float) -> None:
+    def keep(self, item: Decoded, result: ClipFeatures, seconds: float) -> None:
         """Write one clip's features, transcript and record (held together against Ctrl-C)."""
-        feats = dict(result.features)  # None for a modality without a backend
-        if "text" in exts and result.empty_speech:
-            feats["text"] = exts["text"].extract("")  # MERBench stores zeros for empty text
+        fill_empty_text(result, self.exts)
         timings = {"decode": item.seconds, **result.timings, "total": item.seconds + seconds}
         with sigint_deferred():
             if result.transcript is not None:
-                records.add_transcript(item.key, result.transcript)
+                self.records.add_transcript(item.key, result.transcript)
             written = []
-            for m, vec in feats.items():
+            for m, vec in result.features.items():  # None for a modality without a backend
                 if vec is not None:
-                    write_atomic(dirs[m] / f"{item.key}.npy", lambda f, v=vec: np.save(f, v))
+                    write_atomic(self.dirs[m] / f"{item.key}.npy", lambda f, v=vec: np.save(f, v))
                     written.append(m)
-            records.log({"clip": item.key, "path": str(item.path), "written": written,
-                         "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
-                         "timings": {k: round(v, 3) for k, v in timings.items()}, "notices": result.notices})
-            counts["done"] += 1
-            bar.update()
+            self.records.log({"clip": item.key, "path": str(item.path), "written": written,
+                              "transcript": result.transcript, "face_share": round(result.face_share or 0.0, 3),
+                              "timings": {k: round(v, 3) for k, v in timings.items()}, "notices": result.notices})
+            self.done += 1
+            self.bar.update()
 
-    interrupted = False
-    load_options = {"max_seconds": args.max_seconds, "fps": args.fps, "max_frames": args.max_frames,
-                    "max_side": args.max_side}
+    def finish(self, interrupted: bool) -> int:
+        """Write ``failures.tsv``, say how it went, and return the exit status."""
+        self.bar.close()
+        fail_file = self.out / "failures.tsv"
+        if self.failures:
+            fail_file.write_text("".join(f"{p}\t{e}\n" for p, e in self.failures), encoding="utf-8")
+        elif fail_file.exists() and not interrupted:
+            fail_file.unlink()
+        if interrupted:
+            print(f"interrupted: {self.done} extracted and kept, {self.skipped} skipped (already done), "
+                  f"{len(self.failures)} failed; rerun the same command to resume", file=sys.stderr)
+        else:
+            print(f"{self.done} extracted, {self.skipped} skipped (already done), {len(self.failures)} failed; "
+                  f"features in {', '.join(str(d) for d in self.dirs.values())}")
+        for p, e in self.failures:
+            print(f"FAILED {p}: {e}", file=sys.stderr)
+        return INTERRUPTED if interrupted else 1 if self.failures else 0
+
+
+def run_here(run: Extraction, args: argparse.Namespace) -> bool:
+    """Extract in this process (``--decode_workers`` decoding ahead); True when Ctrl-C stopped it."""
+    exts = run.exts
     try:
         # with workers, the faces are cropped there; in this process featurize_many crops them beside the audio
-        with DecodeAhead(todo(), args.decode_workers, 2 * args.batch_size, load_options, wanted=tuple(exts),
+        with DecodeAhead(run.todo(), args.decode_workers, 2 * args.batch_size, run.load_options, wanted=tuple(exts),
                          faces="video" in exts and args.decode_workers > 0) as decoded:
             if decoded.waiting and args.decode_workers > 0:
-                load_weights([*exts.values(), transcriber])  # while the workers decode the first clips
+                load_weights([*exts.values(), run.transcriber])  # while the workers decode the first clips
             for batch in decoded.batches(args.batch_size):
                 for item in batch:
                     if item.error is not None:
-                        fail(item.path, item.error)
+                        run.fail(item.path, item.error)
                 ready = [item for item in batch if item.error is None]
                 start = time.perf_counter()
                 results = featurize_many([item.sources for item in ready], exts,
-                                         [transcripts.get(item.key) for item in ready], transcriber=transcriber)
+                                         [run.transcripts.get(item.key) for item in ready],
+                                         transcriber=run.transcriber)
                 seconds = (time.perf_counter() - start) / max(len(ready), 1)
                 for item, result in zip(ready, results):
                     if isinstance(result, Exception):
-                        fail(item.path, describe(result))
+                        run.fail(item.path, describe(result))
                     else:
-                        keep(item, result, seconds)
+                        run.keep(item, result, seconds)
     except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    done, skipped = counts["done"], counts["skipped"]
-
-    fail_file = out / "failures.tsv"
-    if failures:
-        fail_file.write_text("".join(f"{p}\t{e}\n" for p, e in failures), encoding="utf-8")
-    elif fail_file.exists() and not interrupted:
-        fail_file.unlink()
-    if interrupted:
-        print(f"interrupted: {done} extracted and kept, {skipped} skipped (already done), {len(failures)} failed; "
-              "rerun the same command to resume", file=sys.stderr)
-    else:
-        print(f"{done} extracted, {skipped} skipped (already done), {len(failures)} failed; "
-              f"features in {', '.join(str(d) for d in dirs.values())}")
-    for p, e in failures:
-        print(f"FAILED {p}: {e}", file=sys.stderr)
-    return INTERRUPTED if interrupted else 1 if failures else 0
+        return True
+    return False
 
 
 class RunRecords:
