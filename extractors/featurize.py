@@ -1,18 +1,18 @@
 """From a clip to one utterance-level feature vector per modality: the one path that the extraction
 CLI (``python -m armer.extractors``), the predictor (``armer.predict``, the demo) and the benchmark
-builder (``armer.benchmark build``, through ``featurize_many``) share.
+builder (``armer.benchmark build``) share.
 
     Sources.from_media(load_media(path))  or  Sources.combine(video=..., audio=..., image=...)
         -> featurize(sources, extractors, transcript, use, degrade, steps) -> ClipFeatures
     [sources, ...] -> featurize_many(sources_list, extractors, transcripts, ...) -> [ClipFeatures | Exception, ...]
 
-``featurize`` cleans the transcript (or transcribes the speech), crops the faces, applies the
-degradations and runs each modality's encoder. Every step goes through a ``Steps`` runner, which
-times it and, given a cache, answers a repeat of the same input without recomputing it: that is how
-the demo re-runs only the fusion when a modality is toggled. ``featurize_many`` does the same for a
-batch of clips, each model step once for all of them (``Extractor.extract_batch``), for the
-extraction CLI and the benchmark builder (whose inputs come degraded, faces cropped and sentences
-verbatim: ``clean_transcripts=False``).
+``featurize_many`` cleans the transcripts (or transcribes the speech), crops the faces, applies the
+degradations and runs each modality's encoder, each model step once for a batch of clips
+(``Extractor.extract_batch``): the extraction CLI's path, and the benchmark builder's (whose inputs
+come degraded, faces cropped and sentences verbatim: ``clean_transcripts=False``). ``featurize`` is
+``featurize_many`` of one clip. Each clip's steps go through its ``Steps`` runner, which times them
+and, given a cache, answers a repeat of the same input without recomputing it: that is how the demo
+re-runs only the fusion when a modality is toggled.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -151,8 +151,8 @@ class LRUCache:
 
 
 class Steps:
-    """Runs the steps of one ``featurize`` call: times each one and answers a step whose key is in
-    its cache from there (listed in ``cached``). Keys are tuples whose first item names the kind of
+    """Runs the steps of one clip (one ``featurize`` call): times each one and answers a step whose key
+    is in its cache from there (listed in ``cached``). Keys are tuples whose first item names the kind of
     value ("audio", "text", "video" features, "faces", "transcript"); ``caches`` maps a kind to its
     cache (none: computed every time). One step per lock group runs at a time, so two requests never
     extract the same input twice nor oversubscribe the cores. ``on_start(name)`` announces a step
@@ -185,9 +185,13 @@ class Steps:
             start = time.perf_counter()
             value = compute()
             self.timings[name] = time.perf_counter() - start
-            if key[0] in self.caches:
-                self.caches[key[0]].put(key, value)
+            self.put(key, value)
             return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        """Cache ``value`` under ``key`` (when its kind has a cache)."""
+        if key[0] in self.caches:
+            self.caches[key[0]].put(key, value)
 
 
 @dataclass
@@ -275,21 +279,11 @@ def _recognised(said: str, notices: list[str]) -> tuple[str | None, bool]:
     return text, text is None
 
 
-def _transcribe(sources: Sources, asr: Extractor | None, steps: Steps, notices: list[str]) -> tuple[str | None, bool]:
-    """The speech's clean transcript, and whether the recogniser heard no words."""
-    missing = _no_recogniser(asr)
-    if missing is not None:
-        notices.append(missing)
-        return None, False
-    said = steps.run("transcribe", ("transcript", sources.audio_key), lambda: asr.transcribe(sources.audio),
-                     group="audio")
-    return _recognised(said, notices)
-
-
 def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: str | bytes | None = None,
               use: dict[str, bool] | None = None, degrade: Degrade | None = None,
               transcriber: Extractor | None = None, steps: Steps | None = None) -> ClipFeatures:
-    """Extract the features of every modality in ``extractors`` that the clip has and ``use`` keeps.
+    """Extract the features of every modality in ``extractors`` that the clip has and ``use`` keeps:
+    ``featurize_many`` of one clip, raising the exception that fails it.
 
     Args:
         sources: the decoded clip (``Sources.from_media`` / ``Sources.combine``).
@@ -302,118 +296,31 @@ def featurize(sources: Sources, extractors: dict[str, Extractor], transcript: st
         degrade: corruptions applied before encoding (``Degrade``).
         steps: the step runner (timings, cache); a fresh uncached one by default.
     """
-    degrade = degrade or Degrade()
-    steps = steps or Steps()
-    use = {m: bool((use or {}).get(m, True)) and m in extractors for m in MODALITIES}
-    text, notices = clean_text(transcript)
-    notices += sources.notices
-    features: dict[str, np.ndarray | None] = {m: None for m in MODALITIES}
-    face_share = None
-    wav = sources.audio
-
-    video_job = None
-    if sources.frames and use["video"]:
-        def video_branch() -> tuple[np.ndarray, float]:
-            crops, share = steps.run("faces", ("faces", sources.frames_key), lambda: _faces(sources), group="video")
-            feat = steps.run("video features", ("video", sources.frames_key, degrade.blur),
-                             lambda: extractors["video"].extract(degrade.apply_frames(crops)), group="video")
-            return feat, share
-
-        # faces and the video encoder run beside the audio work (Whisper and OpenCV release the GIL)
-        video_job = _VIDEO_POOL.submit(video_branch)
-
-    if wav is not None and use["audio"]:
-        features["audio"] = steps.run("audio features", ("audio", sources.audio_key, degrade.snr_db),
-                                      lambda: extractors["audio"].extract(degrade.apply_audio(wav)), group="audio")
-
-    empty_speech = False
-    if text is None and wav is not None and use["text"]:
-        text, empty_speech = _transcribe(sources, transcriber, steps, notices)
-    elif text is None and use["text"]:
-        notices.append(NO_AUDIO_TO_TRANSCRIBE)
-    elif text is None and wav is not None:  # text switched off: report the transcript if it is known
-        text, _ = clean_text(steps.peek(("transcript", sources.audio_key)))
-
-    text_read = None
-    if text is not None and use["text"]:
-        text_read = degrade.apply_text(text)
-        if text_read:
-            features["text"] = steps.run("text features", ("text", content_digest(text_read)),
-                                         lambda: extractors["text"].extract(text_read), group="text")
-        else:
-            notices.append("word drop-out removed every word: the text modality is missing")
-
-    if video_job is not None:
-        features["video"], face_share = video_job.result()
-        if face_share == 0.0:
-            notices.append("no face found in any frame: whole frames are used")
-    elif sources.frames:
-        known = sources.faces or steps.peek(("faces", sources.frames_key))  # the video off: report what is known
-        face_share = known[1] if known is not None else None
-
-    available = {"audio": wav is not None, "text": text is not None, "video": bool(sources.frames)}
-    return ClipFeatures(features, available, text, text_read, empty_speech, face_share, steps.timings,
-                        steps.cached, list(dict.fromkeys(notices)))
-
-
-def _faces(sources: Sources) -> tuple[list[np.ndarray], float]:
-    """The face crops of the clip's frames and the share of frames with a face (done ahead, or now)."""
-    return sources.faces if sources.faces is not None else crop_faces(sources.frames)
-
-
-@dataclass
-class _Clip:
-    """One clip's progress through ``featurize_many``."""
-
-    sources: Sources
-    text: str | None = None
-    notices: list[str] = field(default_factory=list)
-    features: dict[str, np.ndarray | None] = field(default_factory=lambda: dict.fromkeys(MODALITIES))
-    timings: dict[str, float] = field(default_factory=dict)
-    error: Exception | None = None
-    text_read: str | None = None
-    empty_speech: bool = False
-
-
-def _batch_step(name: str, clips: list[_Clip], inputs: list[Any], batch: Callable[[list[Any]], Any] | None,
-                one: Callable[[Any], Any]) -> list[Any]:
-    """One step for ``clips`` at once (``run_each``; ``batch`` None: one at a time): each clip's
-    result, or None for a clip it failed (its error kept); each clip is charged an equal share of the
-    step's time."""
-    if not clips:
-        return []
-    start = time.perf_counter()
-    results = run_each(batch, one, inputs)
-    share = (time.perf_counter() - start) / len(clips)
-    for clip, result in zip(clips, results, strict=True):
-        clip.timings[name] = share
-        if isinstance(result, Exception):
-            clip.error = clip.error or result
-    return [None if isinstance(r, Exception) else r for r in results]
-
-
-def _extract_step(name: str, clips: list[_Clip], inputs: list[Any], extractor: Extractor | None) -> list[Any]:
-    return _batch_step(name, clips, inputs, extractor.extract_batch, extractor.extract) if clips else []
+    result = featurize_many([sources], extractors, [transcript], use, degrade, transcriber, steps=[steps or Steps()])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
                    transcripts: list[str | bytes | None] | None = None, use: dict[str, bool] | None = None,
                    degrade: Degrade | None = None, transcriber: Extractor | None = None,
-                   clean_transcripts: bool = True) -> list[ClipFeatures | Exception]:
-    """``featurize`` for many clips at once: each model step runs once for all of them
-    (``extract_batch``, ``transcribe_batch``), the face crops and the video encoder beside the audio
-    work as in ``featurize``. Returns per clip its ``ClipFeatures`` (features equal to ``featurize``'s
-    within 1e-4, the same transcript and notices) or the exception that failed it: a bad clip fails
-    alone (a failed batch is redone one clip at a time). ``transcripts`` gives each clip's text (None:
-    transcribe), cleaned by ``clean_text`` unless ``clean_transcripts`` is False: then each (a str or
-    None) is encoded as it is, even empty (without ``degrade.word_drop`` not even its spaces change),
-    for trusted corpus text (the benchmark's MELD sentences, some with C1 control characters that
-    ``clean_text`` would blank). Face crops already in ``Sources.faces`` (decode workers, the
-    benchmark's FER faces) are used as they are. A step's time is shared out equally among the clips
-    it ran for; nothing is cached (no ``Steps``)."""
+                   clean_transcripts: bool = True, steps: list[Steps] | None = None) -> list[ClipFeatures | Exception]:
+    """``featurize`` for many clips at once: each model step runs once for all of them that it does
+    not find in their caches (``extract_batch``, ``transcribe_batch``; a lone clip's ``extract``), the
+    face crops and the video encoder beside the audio work. Returns per clip its ``ClipFeatures`` or
+    the exception that failed it: a bad clip fails alone (a failed batch is redone one clip at a time).
+    ``transcripts`` gives each clip's text (None: transcribe), cleaned by ``clean_text`` unless
+    ``clean_transcripts`` is False: then each (a str or None) is encoded as it is, even empty (without
+    ``degrade.word_drop`` not even its spaces change), for trusted corpus text (the benchmark's MELD
+    sentences, some with C1 control characters that ``clean_text`` would blank). Face crops already in
+    ``Sources.faces`` (decode workers, the benchmark's FER faces) are used as they are. ``steps`` gives
+    each clip's step runner (fresh uncached ones by default); a step's time is shared out equally
+    among the clips it ran for."""
     degrade = degrade or Degrade()
     use = {m: bool((use or {}).get(m, True)) and m in extractors for m in MODALITIES}
-    clips = [_Clip(src) for src in sources]
+    runners = steps if steps is not None else [Steps() for _ in sources]
+    clips = [_Clip(src, runner, faces=src.faces) for src, runner in zip(sources, runners, strict=True)]
     for clip, transcript in zip(clips, transcripts if transcripts is not None else [None] * len(clips), strict=True):
         try:
             clip.text, clip.notices = clean_text(transcript) if clean_transcripts else (transcript, [])
@@ -429,10 +336,9 @@ def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
     video_job = _VIDEO_POOL.submit(_video_branch, seeing, extractors.get("video"), degrade) if seeing else None
 
     hearing = live(lambda c: c.sources.audio is not None and use["audio"])
-    vectors = _extract_step("audio features", hearing, [degrade.apply_audio(c.sources.audio) for c in hearing],
-                            extractors.get("audio"))
-    for clip, vec in zip(hearing, vectors):
-        clip.features["audio"] = vec
+    for clip, vec in zip(hearing, _extract("audio", hearing, lambda c: ("audio", c.sources.audio_key, degrade.snr_db),
+                                           lambda c: degrade.apply_audio(c.sources.audio), extractors.get("audio"))):
+        clip.features["audio"] = clip.keep(vec)
 
     missing = _no_recogniser(transcriber)
     for clip in live(lambda c: c.text is None and use["text"]):
@@ -441,11 +347,13 @@ def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
         elif missing is not None:
             clip.notices.append(missing)
     speaking = live(lambda c: c.text is None and use["text"] and c.sources.audio is not None) if missing is None else []
-    said = _batch_step("transcribe", speaking, [c.sources.audio for c in speaking], transcriber.transcribe_batch,
-                       transcriber.transcribe) if speaking else []
+    said = _step("transcribe", speaking, lambda c: ("transcript", c.sources.audio_key), lambda c: c.sources.audio,
+                 transcriber.transcribe, transcriber.transcribe_batch, group="audio") if speaking else []
     for clip, words in zip(speaking, said):
-        if words is not None:
+        if clip.keep(words) is not None:
             clip.text, clip.empty_speech = _recognised(words, clip.notices)
+    for clip in live(lambda c: c.text is None and not use["text"] and c.sources.audio is not None):
+        clip.text, _ = clean_text(clip.steps.peek(("transcript", clip.sources.audio_key)))  # text off: if known
 
     reading = live(lambda c: c.text is not None and use["text"])
     for clip in reading:  # a verbatim transcript is encoded as it is, even empty (the text backends give zeros)
@@ -453,37 +361,97 @@ def featurize_many(sources: list[Sources], extractors: dict[str, Extractor],
         if not clip.text_read and clean_transcripts:
             clip.notices.append("word drop-out removed every word: the text modality is missing")
     reading = [c for c in reading if c.text_read or not clean_transcripts]
-    for clip, vec in zip(reading, _extract_step("text features", reading, [c.text_read for c in reading],
-                                                extractors.get("text"))):
-        clip.features["text"] = vec
+    for clip, vec in zip(reading, _extract("text", reading, lambda c: ("text", content_digest(c.text_read)),
+                                           lambda c: c.text_read, extractors.get("text"))):
+        clip.features["text"] = clip.keep(vec)
 
-    shares = video_job.result() if video_job is not None else {}
-    results: list[ClipFeatures | Exception] = []
-    for clip in clips:
-        if clip.error is not None:
-            results.append(clip.error)
-            continue
-        face_share = shares.get(id(clip), clip.sources.faces[1] if clip.sources.faces is not None else None)
-        if id(clip) in shares and face_share == 0.0:
-            clip.notices.append("no face found in any frame: whole frames are used")
-        available = {"audio": clip.sources.audio is not None, "text": clip.text is not None,
-                     "video": bool(clip.sources.frames)}
-        results.append(ClipFeatures(clip.features, available, clip.text, clip.text_read, clip.empty_speech, face_share,
-                                    clip.timings, [], list(dict.fromkeys(clip.notices))))
-    return results
+    for clip, vec in zip(seeing, video_job.result() if video_job is not None else []):
+        clip.features["video"] = clip.keep(vec)  # last: an audio or text error comes first
+    return [clip.error if clip.error is not None else clip.result() for clip in clips]
 
 
-def _video_branch(clips: list[_Clip], extractor: Extractor, degrade: Degrade) -> dict[int, float]:
-    """Face crops (unless done ahead) and video features of ``clips``: the face share of each clip
-    that got its features, by ``id``; a clip that fails keeps its error."""
-    todo = [c for c in clips if c.sources.faces is None]
-    found = dict(zip(map(id, todo), _batch_step("faces", todo, [c.sources.frames for c in todo], None, crop_faces)))
-    faces = {id(c): c.sources.faces if c.sources.faces is not None else found[id(c)] for c in clips}
-    done = [c for c in clips if faces[id(c)] is not None]
-    vectors = _extract_step("video features", done, [degrade.apply_frames(faces[id(c)][0]) for c in done], extractor)
-    out = {}
-    for clip, vec in zip(done, vectors):
-        if vec is not None:
-            clip.features["video"] = vec
-            out[id(clip)] = faces[id(clip)][1]
-    return out
+@dataclass(eq=False)
+class _Clip:
+    """One clip's progress through ``featurize_many``."""
+
+    sources: Sources
+    steps: Steps
+    faces: tuple[list[np.ndarray], float] | Exception | None = None  # (crops, face share) once known
+    text: str | None = None
+    notices: list[str] = field(default_factory=list)
+    features: dict[str, np.ndarray | None] = field(default_factory=lambda: dict.fromkeys(MODALITIES))
+    error: Exception | None = None
+    text_read: str | None = None
+    empty_speech: bool = False
+
+    def keep(self, value: T | Exception) -> T | None:
+        """``value``, or None when it is the exception that failed the clip (the first one is kept)."""
+        if isinstance(value, Exception):
+            self.error = self.error or value
+            return None
+        return value
+
+    def result(self) -> ClipFeatures:
+        if self.features["video"] is not None:
+            face_share = self.faces[1]
+            if face_share == 0.0:
+                self.notices.append("no face found in any frame: whole frames are used")
+        else:  # the video off: report what is known
+            known = self.faces or (self.steps.peek(("faces", self.sources.frames_key)) if self.sources.frames else None)
+            face_share = known[1] if known is not None else None
+        available = {"audio": self.sources.audio is not None, "text": self.text is not None,
+                     "video": bool(self.sources.frames)}
+        return ClipFeatures(self.features, available, self.text, self.text_read, self.empty_speech, face_share,
+                            self.steps.timings, self.steps.cached, list(dict.fromkeys(self.notices)))
+
+
+def _step(name: str, clips: list[_Clip], key: Callable[[_Clip], tuple], make: Callable[[_Clip], Any],
+          one: Callable[[Any], Any], batch: Callable[[list[Any]], Sequence[Any]] | None = None,
+          group: str = "") -> list[Any]:
+    """Step ``name`` of ``clips``, as ``Steps.run`` runs one clip's: a clip whose runner has ``key(clip)``
+    cached is answered from there; the inputs ``make(clip)`` of the others go through ``one``, or all
+    at once through ``batch`` when there are several (``run_each``: a failed batch is redone one at a
+    time), each clip charged an equal share of the time. Per clip its value or the exception that
+    failed it."""
+    keys = [key(c) for c in clips]
+    values = [c.steps.peek(k) for c, k in zip(clips, keys)]
+    todo = [i for i, v in enumerate(values) if v is None]
+    if todo:
+        with clips[todo[0]].steps.locks.setdefault(group or name, threading.Lock()):
+            for i in todo:
+                values[i] = clips[i].steps.peek(keys[i])
+            todo = [i for i in todo if values[i] is None]
+            for i in todo:
+                clips[i].steps.on_start(name)
+            start = time.perf_counter()
+            computed = run_each(batch if len(todo) > 1 else None, one, [make(clips[i]) for i in todo])
+            share = (time.perf_counter() - start) / max(1, len(todo))
+            for i, value in zip(todo, computed):
+                values[i] = value
+                clips[i].steps.timings[name] = share
+                if not isinstance(value, Exception):
+                    clips[i].steps.put(keys[i], value)
+    for i, clip in enumerate(clips):
+        if i not in todo:
+            clip.steps.cached.append(name)
+    return values
+
+
+def _extract(modality: str, clips: list[_Clip], key: Callable[[_Clip], tuple], make: Callable[[_Clip], Any],
+             extractor: Extractor | None) -> list[Any]:
+    """The "<modality> features" step (``_step``) of ``clips`` through ``extractor``."""
+    return _step(f"{modality} features", clips, key, make, extractor.extract, extractor.extract_batch,
+                 group=modality) if clips else []
+
+
+def _video_branch(clips: list[_Clip], extractor: Extractor, degrade: Degrade) -> list[np.ndarray | Exception]:
+    """Face crops (``clip.faces``, unless done ahead) and video features of ``clips``: per clip its
+    features or the exception that failed it."""
+    todo = [c for c in clips if c.faces is None]
+    for clip, found in zip(todo, _step("faces", todo, lambda c: ("faces", c.sources.frames_key),
+                                       lambda c: c.sources.frames, crop_faces, group="video")):
+        clip.faces = found
+    done = [c for c in clips if not isinstance(c.faces, Exception)]
+    vectors = dict(zip(map(id, done), _extract("video", done, lambda c: ("video", c.sources.frames_key, degrade.blur),
+                                               lambda c: degrade.apply_frames(c.faces[0]), extractor)))
+    return [vectors.get(id(c), c.faces) for c in clips]

@@ -16,7 +16,10 @@ import pytest
 import torch
 from armer.extractors import (
     DEFAULT_EXTRACTORS,
+    MODALITIES,
+    LRUCache,
     Sources,
+    Steps,
     create_extractor,
     crop_faces,
     extract_each,
@@ -231,6 +234,70 @@ def test_featurize_many_can_take_transcripts_verbatim():
     dropped = featurize_many([Sources()], {"text": backend}, said[:1], degrade=Degrade(word_drop=1.0),
                              clean_transcripts=False)[0]  # a word drop-out still applies
     assert dropped.text_read == "" and not dropped.features["text"].any()
+
+
+
+def test_featurize_with_a_cache_recomputes_only_what_changed():
+    """``featurize`` with cached ``Steps`` (the demo's): switching a modality off reuses every step
+    (the transcript and face share still reported), and a changed degradation recomputes only its
+    modality's features, then answers a repeat from the cache."""
+    from tests.benchmark_fakes import FakeAudio, FakeText, FakeVideo
+
+    calls = []
+
+    class Speaking(FakeAudio):
+        can_transcribe = True
+
+        def _extract(self, wav):
+            calls.append("audio features")
+            return super()._extract(wav)
+
+        def transcribe(self, wav):
+            calls.append("transcribe")
+            return "i am so happy to see you today"
+
+    class Reading(FakeText):
+        def _extract(self, text):
+            calls.append("text features")
+            return super()._extract(text)
+
+    class Seeing(FakeVideo):
+        def _extract(self, frames):
+            calls.append("video features")
+            x = np.stack(frames).astype(np.float32)
+            return np.array([x.mean(), x.std(), 0, 0, 0, 0, 0, 0], np.float32)
+
+    exts = {"audio": Speaking(), "text": Reading(), "video": Seeing()}
+    caches = {kind: LRUCache() for kind in ("audio", "text", "video", "transcript", "faces")}
+    rng = np.random.default_rng(0)
+    sources = Sources(audio=(0.3 * np.sin(np.arange(16000) / 10)).astype(np.float32), audio_key="a",
+                      frames=[rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)], frames_key="v")
+    every = {"audio features", "transcribe", "text features", "faces", "video features"}
+
+    def run(use=None, degrade=None):
+        calls.clear()
+        return featurize(sources, exts, use=use, degrade=degrade, transcriber=exts["audio"], steps=Steps(caches))
+
+    first = run()
+    assert set(first.timings) == every and first.cached == [] and sorted(calls) == sorted(every - {"faces"})
+    for m in MODALITIES:
+        off = run(use={m: False})
+        assert off.timings == {} and calls == [] and off.features[m] is None
+        assert set(off.cached) == every - {"text": {"transcribe", "text features"}, "audio": {"audio features"},
+                                           "video": {"faces", "video features"}}[m]
+        for o in set(MODALITIES) - {m}:
+            np.testing.assert_array_equal(off.features[o], first.features[o])
+        assert (off.transcript, off.face_share, off.available) == (first.transcript, first.face_share, first.available)
+    for degrade, step in ((Degrade(snr_db=5.0), "audio features"), (Degrade(blur=4), "video features"),
+                          (Degrade(word_drop=0.5), "text features")):
+        worse = run(degrade=degrade)
+        assert set(worse.timings) == {step} and calls == [step] and set(worse.cached) == every - {step}
+        for m in MODALITIES:
+            assert (m == step.split()[0]) != np.array_equal(worse.features[m], first.features[m]), (step, m)
+        again = run(degrade=degrade)
+        assert again.timings == {} and calls == [] and set(again.cached) == every
+        for m in MODALITIES:
+            np.testing.assert_array_equal(again.features[m], worse.features[m])
 
 
 def crashing_decode(path, *args):
