@@ -13,7 +13,9 @@ Steps (a finished run with the same command is reused, so an interrupted run res
    fused sigma (weight-averaged u of the present modalities); on the paired benchmark, each
    modality's weight and its score alone across the severity ladder (`armer.evaluate.ladder`;
    from a second build with the ladder when the benchmark was built with --no_ladder);
-4. results/real_data.{md,json}: mean +- std over the seeds, the goals of issue #14 checked with
+4. the demo checkpoint (checkpoints/) on examples/astronaut_talking.mp4: each modality's weight
+   clean and at its ladder's most severe level;
+5. results/real_data.{md,json}: mean +- std over the seeds, the goals of issue #14 checked with
    their numbers. Refuses a working tree with uncommitted changes (the file names the commit it ran
    on) unless --allow_dirty, and then says so in the file.
 
@@ -214,6 +216,34 @@ def ladder_of(save: Path, ladder: dict) -> dict[str, list[dict]]:
     levels = {m: v for m, v in ladder.items() if m is not None}
     points = ladder_points(model, ladder[None], levels, info.has_valence)
     return {m: [asdict(p) for p in ps] for m, ps in points.items()}
+
+
+DEMO_CLIP = ROOT / "examples" / "astronaut_talking.mp4"
+# Each modality's most severe ladder level, as `armer.predict` flags (Degrade fields).
+SEVERE = {"audio": {"snr_db": -5.0}, "text": {"word_drop": 0.9}, "video": {"blur": 8}}
+
+
+def demo_check(checkpoint: Path) -> list[str]:
+    """The shipped demo checkpoint on the example clip: each modality's weight clean and with only it
+    degraded at its ladder's most severe level, as `python -m armer.predict CLIP --<flag> <level>` gives."""
+    from armer.predict.predictor import Degrade, Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    clean = predictor.predict(video=DEMO_CLIP).weights
+    lines = [f"Demo checkpoint (`{checkpoint.relative_to(ROOT)}`) on `{DEMO_CLIP.relative_to(ROOT)}`: each modality's "
+             "fusion weight clean and with only that modality at its ladder's most severe level "
+             "(`python -m armer.predict CLIP --<flag> <level>`):", "",
+             "| flag | weight clean | weight degraded | change |", "|---|---|---|---|"]
+    changes = {}
+    for m, level in SEVERE.items():
+        degraded = predictor.predict(video=DEMO_CLIP, degrade=Degrade(**level)).weights
+        changes[m] = degraded[m] / clean[m] - 1.0
+        flag = " ".join(f"--{k} {v:g}" for k, v in level.items())
+        lines.append(f"| `{flag}` ({m}) | {clean[m]:.3f} | {degraded[m]:.3f} | {100 * changes[m]:+.0f}% |")
+    met = changes["audio"] <= -0.30
+    lines += ["", f"- the demo checkpoint lowers the audio weight by 30%+ at {SEVERE['audio']['snr_db']:g} dB SNR: "
+                  f"{100 * changes['audio']:+.0f}% -> **{'met' if met else 'NOT met'}**", ""]
+    return lines
 
 
 def metric_of(dataset: str) -> str:
@@ -455,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += tables(dataset, summary, arms)
         lines += ladder_tables(summary, arms, ladder_cmd)
         lines += ["Goals:", "", *goals(dataset, summary, arms), *ladder_goals(summary), ""]
+    if "benchmark" in args.datasets:
+        lines += ["## The demo checkpoint", "", *demo_check(ROOT / "checkpoints")]
     report["seconds"] = round(time.perf_counter() - started)
     write_report(args.out, lines, report)
     print("\n".join(lines))
