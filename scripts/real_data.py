@@ -5,7 +5,8 @@
 
 Steps (a finished run with the same command is reused, so an interrupted run resumes):
 1. the data: `python -m armer.benchmark build` (the paired benchmark), `python -m armer.datasets
-   ravdess|mosi` (MERBench folders of the truly paired sets), into --cache_dir;
+   ravdess|mosi` (MERBench folders of the truly paired sets), into --cache_dir, and the paired
+   benchmark with its text replaced by noise (`python -m armer.datasets useless`, NOISE_TEXT);
 2. each arm (`ARMS`: V1, `--recipe seed`, V2 at its defaults) and seed with `python -m armer.train`
    (5-fold CV grouped by speaker / actor / video); the naive-Bayes late fusion of per-modality
    logistic regressions (`armer.evaluate.baseline`) on the same folds and test corpora;
@@ -49,8 +50,11 @@ ARM_NAMES = {**TRAINED_ARM_NAMES, "nb": "naive-Bayes late fusion"}
 MOSI_EPOCHS = 30
 MOSI_FIXED = ["--epochs", str(MOSI_EPOCHS), "--select_from_epoch", str(MOSI_EPOCHS), "--early_stop", "0",
               "--lr_patience", "0"]
+# The paired benchmark with its text replaced by Gaussian noise (`python -m armer.datasets useless`).
+NOISE_TEXT = "benchmark_noise_text"
+NOISE_FOLDER = "noise-UTT"
 # The modality that carries no emotion, where a dataset has one by construction.
-USELESS = {"ravdess": "text"}
+USELESS = {"ravdess": "text", NOISE_TEXT: "text"}
 SINGLE_DEGRADED = {"audio": "test3", "text": "test4", "video": "test5"}
 CONDITIONS = ["full", *DROP_PATTERNS]
 
@@ -58,8 +62,10 @@ CONDITIONS = ["full", *DROP_PATTERNS]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"))
-    p.add_argument("--datasets", nargs="+", default=["benchmark", "ravdess", "mosi"],
-                   choices=["benchmark", "ravdess", "mosi"])
+    p.add_argument("--datasets", nargs="+", default=["benchmark", "ravdess", "mosi", NOISE_TEXT],
+                   choices=["benchmark", "ravdess", "mosi", NOISE_TEXT])
+    p.add_argument("--dataset_seeds", nargs="*", default=[], metavar="DATASET=S,S,...",
+                   help="other seeds for one dataset than --seeds (the file says so)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--cache_dir", default=str(Path.home() / ".cache" / "armer"))
@@ -94,6 +100,14 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
                  *[x for m in MODALITIES for x in (f"--{m}_feature", folders[m])],
                  "--fold_groups", "speaker", "--degraded_views", "0.25"]
         return flags, cmd
+    if dataset == NOISE_TEXT:  # the benchmark's folders, its text swapped for a noise folder beside them
+        flags, _ = prepare(args, "benchmark")
+        f = dict(zip(flags[::2], flags[1::2]))
+        cmd = [sys.executable, "-m", "armer.datasets", "useless", "--features_root", f["--features_root"],
+               "--like", f["--text_feature"], "--name", NOISE_FOLDER, "--kind", "noise"]
+        if not (Path(f["--features_root"]) / NOISE_FOLDER).is_dir():
+            run(cmd, cache / f"{dataset}.log", nice=args.nice)
+        return [x if x != f["--text_feature"] else NOISE_FOLDER for x in flags], cmd
     out = cache / dataset
     cmd = [sys.executable, "-m", "armer.datasets", dataset, "--data_root", args.data_root, "--out", str(out)]
     if dataset == "ravdess":
@@ -104,6 +118,15 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
         written = json.loads(manifest.read_text())
         manifest.write_text(json.dumps({**written, "command": cmd[3:]}, indent=1), encoding="utf-8")
     return json.loads(manifest.read_text())["train_flags"], cmd
+
+
+def seeds_of(args: argparse.Namespace, dataset: str) -> list[int]:
+    """--seeds, or the dataset's own from --dataset_seeds."""
+    for item in args.dataset_seeds:
+        name, _, seeds = item.partition("=")
+        if name == dataset:
+            return [int(x) for x in seeds.split(",") if x]
+    return args.seeds
 
 
 def train(args: argparse.Namespace, dataset: str, flags: list[str], arm: str, seed: int) -> Path:
@@ -441,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
                          "or pass --allow_dirty (the file then says so)")
     started = time.perf_counter()
-    report: dict[str, Any] = {"commit": commit, "seeds": args.seeds, "datasets": {}}
+    report: dict[str, Any] = {"commit": commit, "seeds": args.seeds, "dataset_seeds": args.dataset_seeds,
+                              "datasets": {}}
     lines = ["# V1, the seed's recipe, V2 and a naive-Bayes baseline on paired data", "",
              generated_line("real_data.py"), "", f"Commit: `{commit}`."
              + (" **Run on uncommitted changes (--allow_dirty).**" if "+uncommitted" in commit else ""), "",
@@ -452,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.datasets:
         flags, prepare_cmd = prepare(args, dataset)
         runs = {arm: {} for arm in args.arms}
-        for seed in args.seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
+        seeds = seeds_of(args, dataset)
+        for seed in seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
             for arm in args.arms:
                 runs[arm][seed] = train(args, dataset, flags, arm, seed)
         results = {arm: [] for arm in [*args.arms, "nb"]}
@@ -465,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
                 if ladder is not None:
                     summary["ladder"] = ladder_of(save, ladder)
                 results[arm].append(summary)
-        results["nb"] = [baseline(args, dataset, flags, data, seed) for seed in args.seeds]
+        results["nb"] = [baseline(args, dataset, flags, data, seed) for seed in seeds]
         arms = [*args.arms, "nb"]
         summary = {arm: arm_summary(dataset, results[arm], metric_of(dataset)) for arm in arms}
         example = shlex.join(["python", "-m", "armer.train", *flags, *ARMS["v2"], "--seed", "0", "--save_root", "RUN",
@@ -476,6 +501,12 @@ def main(argv: list[str] | None = None) -> None:
                                        "trained_at": trained_at}
         lines += [f"## {dataset}", "", f"Data: `{shlex.join(['python', *prepare_cmd[1:]])}`; training: `{example}` "
                   f"plus each arm's flags. Runs trained at commit(s) {', '.join(f'`{c}`' for c in trained_at)}.", ""]
+        if seeds != args.seeds:
+            lines += [f"Seeds {seeds} here (--dataset_seeds), not {args.seeds}.", ""]
+        if dataset == NOISE_TEXT:
+            lines += ["The paired benchmark above with its text features replaced by Gaussian noise (a vector per "
+                      "sample, in training, validation and test alike): the text carries nothing, and V2 should "
+                      "give it almost no weight.", ""]
         if dataset == "mosi":
             lines += [f"CMU-MOSI's text and video features were trained on its train split, so validation folds "
                       f"overrate them and cannot choose anything: a fixed recipe (`{' '.join(MOSI_FIXED)}`, the last "

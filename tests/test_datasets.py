@@ -1,6 +1,8 @@
 """`python -m armer.datasets`: CMU-MOSI and RAVDESS as MERBench folders that `armer.train` reads."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,27 @@ def test_a_missing_or_wrong_file_gets_a_clear_error(tmp_path, capsys):
         main(["mosi", "--data_root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "lacks the arrays" in capsys.readouterr().err
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_useless_folders_copy_the_samples_and_carry_nothing(tmp_path):
+    root = tmp_path / "features"
+    for suffix in ("", "-DEGRADED"):
+        (root / f"text-UTT{suffix}").mkdir(parents=True)
+        for i in range(4):
+            np.save(root / f"text-UTT{suffix}" / f"s{i}.npy", np.full(6, i + 1.0, dtype=np.float32))
+    manifest = main(["useless", "--features_root", str(root), "--like", "text-UTT", "--name", "noise-UTT"])
+    assert manifest["written"] == {"noise-UTT": 4, "noise-UTT-DEGRADED": 4}
+    noise = {p.stem: np.load(p) for p in (root / "noise-UTT").glob("*.npy")}
+    views = {p.stem: np.load(p) for p in (root / "noise-UTT-DEGRADED").glob("*.npy")}
+    assert sorted(noise) == [f"s{i}" for i in range(4)] and all(v.shape == (6,) for v in noise.values())
+    assert not np.allclose(noise["s0"], noise["s1"]) and not np.allclose(noise["s0"], views["s0"])
+    again = tmp_path / "again"
+    shutil.copytree(root / "text-UTT", again / "text-UTT")
+    main(["useless", "--features_root", str(again), "--like", "text-UTT", "--name", "noise-UTT"])
+    assert all(np.array_equal(np.load(again / "noise-UTT" / f"{k}.npy"), v) for k, v in noise.items())  # seeded
+    main(["useless", "--features_root", str(root), "--like", "text-UTT", "--name", "const-UTT",
+                   "--kind", "constant"])
+    const = [np.load(p) for p in (root / "const-UTT").glob("*.npy")]
+    assert all(np.array_equal(c, const[0]) for c in const) and np.abs(const[0]).sum() > 0  # present, never zeros
+    with pytest.raises(SystemExit):
+        main(["useless", "--features_root", str(root), "--like", "absent-UTT", "--name", "x-UTT"])
