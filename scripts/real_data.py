@@ -476,8 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.datasets:
         flags, prepare_cmd = prepare(args, dataset)
         runs = {arm: {} for arm in args.arms}
-        seeds = seeds_of(args, dataset)
-        for seed in seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
+        own_seeds = seeds_of(args, dataset)
+        for seed in own_seeds:  # seeds outermost: an interrupted run leaves the arms with the same seeds
             for arm in args.arms:
                 runs[arm][seed] = train(args, dataset, flags, arm, seed)
         results = {arm: [] for arm in [*args.arms, "nb"]}
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
                 if ladder is not None:
                     summary["ladder"] = ladder_of(save, ladder)
                 results[arm].append(summary)
-        results["nb"] = [baseline(args, dataset, flags, data, seed) for seed in seeds]
+        results["nb"] = [baseline(args, dataset, flags, data, seed) for seed in own_seeds]
         arms = [*args.arms, "nb"]
         summary = {arm: arm_summary(dataset, results[arm], metric_of(dataset)) for arm in arms}
         example = shlex.join(["python", "-m", "armer.train", *flags, *ARMS["v2"], "--seed", "0", "--save_root", "RUN",
@@ -501,8 +501,8 @@ def main(argv: list[str] | None = None) -> None:
                                        "trained_at": trained_at}
         lines += [f"## {dataset}", "", f"Data: `{shlex.join(['python', *prepare_cmd[1:]])}`; training: `{example}` "
                   f"plus each arm's flags. Runs trained at commit(s) {', '.join(f'`{c}`' for c in trained_at)}.", ""]
-        if seeds != args.seeds:
-            lines += [f"Seeds {seeds} here (--dataset_seeds), not {args.seeds}.", ""]
+        if own_seeds != args.seeds:
+            lines += [f"Seeds {own_seeds} here (--dataset_seeds), not {args.seeds}.", ""]
         if dataset == NOISE_TEXT:
             lines += ["The paired benchmark above with its text features replaced by Gaussian noise (a vector per "
                       "sample, in training, validation and test alike): the text carries nothing, and V2 should "
