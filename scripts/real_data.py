@@ -1,6 +1,6 @@
 """V1, the seed's recipe, our V2 and the naive-Bayes baseline on the paired benchmark, RAVDESS and CMU-MOSI.
 
-    python scripts/real_data.py                                   # the full protocol: 5 seeds, 3 datasets
+    python scripts/real_data.py                                   # the full protocol: 5 seeds, 4 datasets
     python scripts/real_data.py --datasets ravdess --seeds 0 1 2  # a part of it (the file says which)
 
 Steps (a finished run with the same command is reused, so an interrupted run resumes):
