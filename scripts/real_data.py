@@ -311,11 +311,16 @@ def arm_summary(dataset: str, results: list[dict], key: str) -> dict[str, Any]:
 LADDER_UNITS = {"audio": "speech SNR, dB", "text": "word drop-out", "video": "face blur factor"}
 
 
+def mean_verdict(points: list[dict]) -> dict:
+    """`armer.evaluate.ladder.ladder_verdict` of one arm's ladder points, averaged over the seeds."""
+    from armer.evaluate.ladder import LadderPoint, ladder_verdict
+
+    return ladder_verdict([LadderPoint(p["level"], p["weight"]["mean"], p["alone"]["mean"]) for p in points])
+
+
 def ladder_tables(summary: dict[str, dict], arms: list[str], cmd: list[str] | None) -> list[str]:
     """Per modality: its mean weight (every modality present) and its score alone, clean and at each
     ladder level, per arm, and the rank correlation of the two over the points (of the seed means)."""
-    from armer.evaluate.ladder import LadderPoint, ladder_verdict
-
     arms = [a for a in arms if "ladder" in summary[a]]
     if not arms:
         return []
@@ -331,7 +336,7 @@ def ladder_tables(summary: dict[str, dict], arms: list[str], cmd: list[str] | No
                   "|---" * (len(levels) + 3) + "|"]
         for arm in arms:
             pts = summary[arm]["ladder"][m]
-            verdict = ladder_verdict([LadderPoint(p["level"], p["weight"]["mean"], p["alone"]["mean"]) for p in pts])
+            verdict = mean_verdict(pts)
             rho = verdict["rank_correlation"]
             falls = ", ".join(f"{x['level']:g}: {-100 * x['fall']:+.0f}%" for x in verdict["levels"]
                               if x["falls_enough"] is not None) or "none asked"
@@ -344,11 +349,11 @@ def ladder_tables(summary: dict[str, dict], arms: list[str], cmd: list[str] | No
 
 def ladder_goals(summary: dict[str, dict]) -> list[str]:
     """The ladder's goals for V2: per modality, the rank correlation and the falls where it loses 10+ points alone."""
-    from armer.evaluate.ladder import MIN_FALL, MIN_LOSS, LadderPoint, ladder_verdict
+    from armer.evaluate.ladder import MIN_FALL, MIN_LOSS
 
     lines = []
     for m, pts in summary.get("v2", {}).get("ladder", {}).items():
-        verdict = ladder_verdict([LadderPoint(p["level"], p["weight"]["mean"], p["alone"]["mean"]) for p in pts])
+        verdict = mean_verdict(pts)
         rho = verdict["rank_correlation"]
         lines.append(f"- V2 {m}: rank correlation of its weight and its score alone over the ladder "
                      f"{'n/a' if rho is None else f'{rho:.2f}'} (goal 0.8) -> "
