@@ -4,10 +4,12 @@
     python -m armer.predict --text "What a lovely day."            # text only
     python -m armer.predict face.png --audio speech.wav            # image + audio file
     python -m armer.predict clip.mp4 --device cuda                  # model and extractors on the GPU
+    python -m armer.predict --live clip.mp4 [--window 4 --interval 1]  # the live mode's windows: JSON lines
 
 Prints ``Prediction.to_json()`` (probabilities, top label, valence, fusion weights, sigma,
 attention, transcript, face share, timings, notices). Exit status 2 with a message on stderr for
-input that cannot be used: each input must be a regular file (not a pipe or a device) of at most
+input that cannot be used. With ``--live`` the clip is replayed through the live mode
+(``armer.predict.live``) and one JSON line is printed per window (``LiveUpdate.to_json()``). Each input must be a regular file (not a pipe or a device) of at most
 MAX_FILE_MB (500) MB, and a transcript is cut to 10,000 characters and 1,000 words (with a notice).
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 
 from armer.constants import MODALITIES
 from armer.device import DeviceSpec, add_device_argument
+from armer.predict.live import LiveConfig, replay
 from armer.predict.predictor import DEFAULT_CHECKPOINT, MAX_FILE_MB, Degrade, InferenceError, Predictor
 
 
@@ -54,6 +57,25 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
 
 
+def add_live_args(parser: argparse.ArgumentParser) -> None:
+    """The live mode's windowing (``LiveConfig``), shared by the app and ``--live``."""
+    default = LiveConfig()
+    group = parser.add_argument_group("live mode")
+    group.add_argument("--window", type=float, default=default.window, help="seconds analysed per update (%(default)s)")
+    group.add_argument("--interval", type=float, default=default.interval,
+                       help="seconds between updates (%(default)s)")
+    group.add_argument("--audio_every", type=int, default=default.audio_every,
+                       help="re-encode the audio and its transcript every N updates, reusing them in between; the "
+                            "Whisper encoder is most of an update's CPU (%(default)s)")
+    group.add_argument("--no_transcribe", action="store_true",
+                       help="do not transcribe the windows (the text is missing unless --text gives it)")
+
+
+def live_config(args: argparse.Namespace) -> LiveConfig:
+    return LiveConfig(window=args.window, interval=args.interval, audio_every=args.audio_every,
+                      transcribe=not args.no_transcribe)
+
+
 def load_predictor(args: argparse.Namespace) -> Predictor:
     extractors = build_extractors(parse_pairs(args.extractor, "--extractor"),
                                   parse_pairs(args.extractor_path, "--extractor_path"), args.device)
@@ -71,10 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snr_db", type=float, help="mix white noise into the audio at this SNR (dB)")
     parser.add_argument("--blur", type=int, default=1, help="blur the face crops by this down-sampling factor")
     parser.add_argument("--word_drop", type=float, default=0.0, help="drop each transcript word with this probability")
+    parser.add_argument("--live", action="store_true",
+                        help="replay the clip through the live mode: one JSON line per window")
+    parser.add_argument("--realtime", action="store_true",
+                        help="with --live: pace the replay with the clock (windows the machine cannot keep up with "
+                             "are skipped, as live)")
     add_model_args(parser)
+    add_live_args(parser)
     args = parser.parse_args(argv)
+    if args.live and (args.clip is None or args.audio or args.image):
+        parser.error("--live replays one clip: give CLIP and neither --audio nor --image")
     try:
         predictor = load_predictor(args)
+        if args.live:
+            degrade = Degrade(snr_db=args.snr_db, blur=args.blur, word_drop=args.word_drop)
+            for update in replay(predictor, args.clip, live_config(args), {m: m not in args.off for m in MODALITIES},
+                                 degrade, args.text, realtime=args.realtime):
+                print(json.dumps(update.to_json(), ensure_ascii=False), flush=True)
+            return 0
         result = predictor.predict(
             video=args.clip, audio=args.audio, image=args.image, transcript=args.text,
             use={m: m not in args.off for m in MODALITIES},

@@ -54,6 +54,14 @@ InferenceError = InputError  # input the model cannot use; the message says why
 __all__ = ["DEFAULT_CHECKPOINT", "Degrade", "InferenceError", "Prediction", "Predictor", "clean_text"]
 
 
+def checked_use(use: dict[str, bool] | None) -> dict[str, bool]:
+    """modality -> switched on, for every modality (default on); InferenceError for an unknown key."""
+    unknown = set(use or {}) - set(MODALITIES)
+    if unknown:
+        raise InferenceError(f"use must be keyed by {MODALITIES}, got {sorted(unknown)}")
+    return {m: bool((use or {}).get(m, True)) for m in MODALITIES}
+
+
 @dataclass
 class Prediction:
     """One fused prediction and how it was obtained. Per-modality dicts are keyed audio/text/video."""
@@ -151,6 +159,10 @@ class Predictor:
         root = Path(__file__).resolve().parents[2]
         return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
 
+    def lock(self, group: str) -> threading.Lock:
+        """The lock of one kind of work (decode, audio, text, video): across requests, one at a time."""
+        return self._locks[group]
+
     def caches(self) -> dict[str, LRUCache]:
         """The caches by name (media, derived, features): their ``nbytes`` is what they hold."""
         return {"media": self._caches["media"], "derived": self._caches["faces"], "features": self._caches["audio"]}
@@ -227,10 +239,7 @@ class Predictor:
         Raises:
             InferenceError: unreadable media, a bad setting, or no modality left to fuse.
         """
-        unknown = set(use or {}) - set(MODALITIES)
-        if unknown:
-            raise InferenceError(f"use must be keyed by {MODALITIES}, got {sorted(unknown)}")
-        use = {m: bool((use or {}).get(m, True)) for m in MODALITIES}
+        use = checked_use(use)
         report = progress or (lambda fraction, desc: None)
         t_start = time.perf_counter()
         if video is None and audio is None and image is None and clean_text(transcript)[0] is None:
@@ -240,9 +249,23 @@ class Predictor:
         steps = Steps(self._caches, self._locks, on_start=lambda step: step in PROGRESS and report(*PROGRESS[step]))
         files = {kind: self._load(path, steps) for kind, path in
                  (("video", video), ("audio", audio), ("image", image)) if path is not None}
-        sources = Sources.combine(**files)
-        clip = featurize(sources, self.extractors, transcript, use, degrade, transcriber=self.extractors["audio"],
-                         steps=steps)
+        return self._predict(Sources.combine(**files), transcript, use, degrade, True, steps, report, t_start)
+
+    def predict_sources(self, sources: Sources, transcript: str | bytes | None = None,
+                        use: dict[str, bool] | None = None, degrade: Degrade | None = None,
+                        transcribe: bool = True) -> Prediction:
+        """``predict`` of inputs decoded already (the live mode's windows): the same features, caches and
+        fusion. ``sources.audio_key`` and ``frames_key`` must name their content (the caches trust them).
+        ``transcribe=False`` leaves the text missing when no transcript is given."""
+        use = checked_use(use)
+        return self._predict(sources, transcript, use, degrade, transcribe, Steps(self._caches, self._locks),
+                             lambda fraction, desc: None, time.perf_counter())
+
+    def _predict(self, sources: Sources, transcript: str | bytes | None, use: dict[str, bool],
+                 degrade: Degrade | None, transcribe: bool, steps: Steps, report: ProgressFn,
+                 t_start: float) -> Prediction:
+        clip = featurize(sources, self.extractors, transcript, use, degrade,
+                         transcriber=self.extractors["audio"] if transcribe else None, steps=steps)
 
         used = {m: clip.features[m] is not None for m in MODALITIES}
         if not any(used.values()):
