@@ -214,7 +214,7 @@ def example_rows() -> list[list]:
 def build_demo(predictor: Predictor, live: LiveConfig | None = None) -> gr.Blocks:
     """The Blocks app around one loaded predictor: an upload view and a live (webcam and microphone) view."""
     info = predictor.info
-    live = live or LiveConfig()
+    live = live or LiveConfig(audio_in_background=True)
     streams = LiveStreams(predictor, live, limit=LIVE_VIEWERS)
     untrained = "untrained" in str(info.training.get("note", ""))
 
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("loading the extractors failed; requests will report it")
 
     threading.Thread(target=warm_up, name="armer-warm-up", daemon=True).start()
-    launch(build_demo(predictor, live_config(args)), share=args.share, server_port=args.port, server_name=args.server_name)
+    launch(build_demo(predictor, live_config(args, audio_in_background=True)), share=args.share, server_port=args.port, server_name=args.server_name)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Time the demo on this machine and write results/benchmark_demo.json.
 
     python scripts/benchmark_demo.py [--checkpoint checkpoints/] [--out results/benchmark_demo.json]
-                                     [--live_seconds 60] [--live_audio_every 1 2 3]
+                                     [--live_seconds 60] [--live_audio_every 1 2 3 4]
 
 Measures, against a real `python app.py` process:
 - cold start: process start to the first page served (the extractors load beside the server start;
@@ -12,10 +12,12 @@ Measures, against a real `python app.py` process:
 - the live mode: 60 s of live input (examples/astronaut_talking.mp4 looped) replayed in real time
   through ``armer.predict.live`` (the code the Live tab runs, in this process; the browser adds up to
   app.LIVE_CHUNK_S of chunking before the server sees the data), once per ``--live_audio_every``:
-  per update, how long after the window's end the result was ready (lag) and the process CPU
-  seconds it took, and the windows skipped because the machine could not keep up.
+  per update, how long after the window's end the result was ready (lag), how old the audio window
+  it fused was (the audio is encoded in the background every ``audio_every`` updates), the process's
+  CPU seconds over the replay per update (background work included), and the windows skipped because
+  the machine could not keep up.
 Targets on a 2-core CPU: cold start < 20 s, 10 s clip < 3 s, toggle < 100 ms of server time; live:
-median update under 1 s behind its window's end and under 0.8 CPU-seconds.
+median update under 1 s behind its window's end, under 0.8 CPU-seconds per update.
 The app's CPU seconds per clip are recorded too: on a machine shared with other jobs the wall times
 vary with the load (recorded as load_average), the CPU time much less.
 Without a checkpoint in --checkpoint, an untrained one from scripts/make_tiny_checkpoint.py is used
@@ -24,6 +26,7 @@ Without a checkpoint in --checkpoint, an untrained one from scripts/make_tiny_ch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -43,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from report_files import git_commit  # noqa: E402  (scripts/)
 
 TARGETS = {"cold_start_s": 20.0, "clip_10s_upload_to_result_s": 3.0, "toggle_server_ms": 100.0}
-LIVE_TARGETS = {"median_lag_s": 1.0, "median_cpu_s": 0.8}
+LIVE_TARGETS = {"median_lag_s": 1.0, "cpu_per_update_s": 0.8}
 LINE = ("Good morning everyone. I am really glad that you could all come today, because I have some "
         "wonderful news to share with you about our project and the results we have.")
 
@@ -99,28 +102,31 @@ def measure_live(app_args: list[str], clip: Path, audio_every: list[int]) -> lis
         predictor.warm_up()
         for _ in replay(predictor, str(ROOT / "examples" / "astronaut_talking.mp4")):  # first calls
             pass
-        config = LiveConfig(audio_every=every)
+        config = LiveConfig(audio_every=every, audio_in_background=True)  # as the app runs it
         cpu, wall = time.process_time(), time.perf_counter()
         updates = list(replay(predictor, str(clip), config, realtime=True))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         lags = sorted(u.lag_s for u in updates)
-        cpus = [u.cpu_s for u in updates]
-        median_lag, median_cpu = statistics.median(lags), statistics.median(cpus)
+        ages = [u.audio_age_s for u in updates if u.audio_age_s is not None]
+        median_lag, cpu_per_update = statistics.median(lags), cpu / len(updates)
         runs.append({
-            "config": {"window": config.window, "interval": config.interval, "fps": config.fps,
-                       "audio_every": every, "transcribe": config.transcribe},
+            "config": dataclasses.asdict(config),
             "windows": len(updates) + sum(u.skipped for u in updates), "updates": len(updates),
             "skipped": sum(u.skipped for u in updates),
             "median_lag_s": round(median_lag, 3), "p90_lag_s": round(lags[int(0.9 * (len(lags) - 1))], 3),
             "max_lag_s": round(lags[-1], 3),
-            "median_cpu_s": round(median_cpu, 3), "mean_cpu_s": round(statistics.fmean(cpus), 3),
+            # the process's CPU over the replay (the background audio work included) per computed update
+            "cpu_per_update_s": round(cpu_per_update, 3),
+            "median_cpu_during_update_s": round(statistics.median(u.cpu_s for u in updates), 3),
             "process_cpu_share": round(cpu / wall, 3),  # of one core, over the whole replay
+            "median_audio_age_s": round(statistics.median(ages), 3) if ages else None,
             "meets_targets": {"median_lag_s": median_lag < LIVE_TARGETS["median_lag_s"],
-                              "median_cpu_s": median_cpu < LIVE_TARGETS["median_cpu_s"]},
+                              "cpu_per_update_s": cpu_per_update < LIVE_TARGETS["cpu_per_update_s"]},
             "per_update": [{"t": u.t, "lag_s": round(u.lag_s, 3), "cpu_s": round(u.cpu_s, 3), "skipped": u.skipped,
+                            "audio_age_s": u.audio_age_s and round(u.audio_age_s, 3),
                             "steps_s": u.prediction.timings if u.prediction else None} for u in updates],
         })
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "per_update"}), flush=True)
+        print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("per_update", "config")}), flush=True)
     return runs
 
 
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="10 s clips timed (each a new clip)")
     parser.add_argument("--toggles", type=int, default=10)
     parser.add_argument("--live_seconds", type=float, default=60.0, help="seconds of live input replayed")
-    parser.add_argument("--live_audio_every", type=int, nargs="+", default=[1, 2, 3],
+    parser.add_argument("--live_audio_every", type=int, nargs="+", default=[1, 2, 3, 4],
                         help="LiveConfig.audio_every settings measured, one replay each")
     args = parser.parse_args(argv)
     load_at_start = os.getloadavg()

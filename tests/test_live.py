@@ -311,6 +311,29 @@ def test_audio_every_reuses_the_audio_features_between_refreshes(predictor, talk
         assert u.states["text"] == "transcription off (type a transcript)" and u.prediction.weights["text"] == 0.0
         assert "transcribe" not in u.prediction.timings and u.prediction.transcript is None
 
+    assert (first.audio_age_s, second.audio_age_s) == (0.0, 1.0)
+
+
+def test_background_audio_never_makes_an_update_wait_for_the_encoder(predictor, talk):
+    """audio_in_background: the first update encodes inline; later ones fuse the newest window encoded while
+    the next is encoded beside them (from the cache), and pick it up once it is done."""
+    audio = talk[0] * 0.8  # content no other test has encoded
+    stream = LiveStream(predictor, LiveConfig(window=2.0, interval=1.0, transcribe=False, audio_in_background=True))
+    stream.add_audio(audio[:2 * SAMPLE_RATE], 2.0)
+    first = stream.update(2.0)
+    assert "audio features" in first.prediction.timings and first.audio_age_s == 0.0
+    stream.add_audio(audio[2 * SAMPLE_RATE:3 * SAMPLE_RATE], 3.0)
+    second = stream.update(3.0)  # the window ending at 3 s goes to the background worker
+    assert "audio features" in second.prediction.cached and second.audio_age_s == 1.0
+    assert second.prediction.probabilities == first.prediction.probabilities
+    stream._audio_job.result(timeout=60)  # the worker is done with the window ending at 3 s
+    stream.add_audio(audio[3 * SAMPLE_RATE:4 * SAMPLE_RATE], 4.0)
+    third = stream.update(4.0)  # fuses it, from the cache the worker filled
+    assert "audio features" in third.prediction.cached and third.audio_age_s == 1.0
+    window = audio[1 * SAMPLE_RATE:3 * SAMPLE_RATE]
+    expected = predictor.fuse({"audio": predictor.extractors["audio"].extract(window), "text": None, "video": None})
+    assert third.prediction.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
+
 
 # --- viewers, settings, input checks ---------------------------------------------------------------
 

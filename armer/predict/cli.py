@@ -71,9 +71,11 @@ def add_live_args(parser: argparse.ArgumentParser) -> None:
                        help="do not transcribe the windows (the text is missing unless --text gives it)")
 
 
-def live_config(args: argparse.Namespace) -> LiveConfig:
+def live_config(args: argparse.Namespace, audio_in_background: bool) -> LiveConfig:
+    """``LiveConfig`` from ``add_live_args``; the audio is encoded beside the updates when live (the app,
+    ``--realtime``) and inline in a replay as fast as it runs (deterministic)."""
     return LiveConfig(window=args.window, interval=args.interval, audio_every=args.audio_every,
-                      transcribe=not args.no_transcribe)
+                      transcribe=not args.no_transcribe, audio_in_background=audio_in_background)
 
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         predictor = load_predictor(args)
         if args.live:
             degrade = Degrade(snr_db=args.snr_db, blur=args.blur, word_drop=args.word_drop)
-            for update in replay(predictor, args.clip, live_config(args), {m: m not in args.off for m in MODALITIES},
+            for update in replay(predictor, args.clip, live_config(args, args.realtime),
+                                 {m: m not in args.off for m in MODALITIES},
                                  degrade, args.text, realtime=args.realtime):
                 print(json.dumps(update.to_json(), ensure_ascii=False), flush=True)
             return 0

@@ -18,12 +18,14 @@ while one runs is skipped, never queued, and the next result counts the windows 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,7 @@ from armer.predict.predictor import InferenceError, Prediction, Predictor, check
 LIVE = "live"  # the state of a modality that is fused
 MAX_SIDE = 640  # camera frames are downscaled to this longer side, as uploads are decoded
 _STREAM_IDS = itertools.count(1)  # frame cache keys name their stream
+_AUDIO_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="armer-live-audio")  # every stream's
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class LiveConfig:
     interval: float = 1.0  # seconds between updates
     fps: float = 2.0  # camera frames kept per second (each one's face detected once)
     audio_every: int = 1  # audio and transcript refreshed every this many updates (reused in between)
+    audio_in_background: bool = False  # refresh them beside the updates (live: no update waits for the
+    # audio encoder; each uses the newest audio window encoded) rather than inline (deterministic: replays)
     transcribe: bool = True  # recognise the speech of each window when no transcript is typed
     stale_after: float = 3.0  # a stream with no new data for this long has stopped
     silence_dbfs: float = -50.0  # a window whose audio RMS is below this (dB full scale) is silence
@@ -83,6 +88,7 @@ class LiveUpdate:
     cpu_s: float  # process CPU seconds the update took (every thread of the process, meanwhile)
     frames: int  # camera frames in the window
     faces: int  # of which show a face
+    audio_age_s: float | None = None  # how long before ``t`` the audio window fused ended (audio_every, background)
 
     def to_json(self) -> dict[str, Any]:
         p = self.prediction
@@ -92,6 +98,7 @@ class LiveUpdate:
             "weights": p.weights if p else dict.fromkeys(MODALITIES, 0.0), "sigma": p and p.sigma,
             "transcript": p and p.transcript, "frames": self.frames, "faces": self.faces,
             "skipped": self.skipped, "lag_s": round(self.lag_s, 4), "cpu_s": round(self.cpu_s, 4),
+            "audio_age_s": None if self.audio_age_s is None else round(self.audio_age_s, 3),
             "timings": p and p.timings, "cached": p and p.cached, "notices": p.notices if p else [],
             "message": self.message,
         }
@@ -110,6 +117,8 @@ class _Frame:
 class _AudioWindow:
     samples: np.ndarray
     key: str
+    update: int  # the update that took it
+    t: float  # and its time: the window's end
 
 
 class LiveStream:
@@ -129,7 +138,8 @@ class LiveStream:
         self._first: float | None = None  # when the first data came (windows start no earlier)
         self._buffers = threading.Lock()
         self._busy = threading.Lock()
-        self._audio_window: _AudioWindow | None = None  # reused between audio refreshes
+        self._audio_window: _AudioWindow | None = None  # the audio window the updates use (refreshed every audio_every)
+        self._audio_job: Future | None = None  # the next one, being encoded in the background
         self.updates = 0
         self.skipped = 0  # windows skipped so far
         self._pending_skips = 0
@@ -220,13 +230,13 @@ class LiveStream:
             if not use[m]:
                 states[m] = "switched off"
 
-        sources = Sources()
+        sources, audio_age = Sources(), None
         if audio is not None:
-            if self._audio_window is None or (self.updates - 1) % cfg.audio_every == 0:
-                self._audio_window = _AudioWindow(audio, content_digest(audio.tobytes()))
-            sources.audio, sources.audio_key = self._audio_window.samples, self._audio_window.key
+            window = self._audio_for(audio, now, degrade, transcribe and not typed and use["text"])
+            sources.audio, sources.audio_key = window.samples, window.key
+            audio_age = now - window.t
         else:
-            self._audio_window = None
+            self._audio_window = self._audio_job = None
         if seen:
             sources.frames = [f.image for f in seen]
             sources.faces = ([f.crop for f in seen], 1.0)
@@ -248,7 +258,31 @@ class LiveStream:
             self.history.popleft()
         start = max(now - cfg.window, min(now, self._first if self._first is not None else now))
         return LiveUpdate(now, (start, now), prediction, states, message, skipped,
-                          time.perf_counter() - wall, time.process_time() - cpu, len(frames), len(seen))
+                          time.perf_counter() - wall, time.process_time() - cpu, len(frames), len(seen), audio_age)
+
+    def _audio_for(self, audio: np.ndarray, now: float, degrade: Degrade, transcribe: bool) -> _AudioWindow:
+        """The audio window this update fuses: the newest one, every ``audio_every`` updates (and always
+        the first); with ``audio_in_background`` the newest one encoded, while the next is encoded
+        beside the updates (its features and transcript land in the predictor's caches)."""
+        due = self._audio_window is None or self.updates - self._audio_window.update >= self.config.audio_every
+        fresh = _AudioWindow(audio, content_digest(audio.tobytes()), self.updates, now) if due else None
+        if not self.config.audio_in_background or self._audio_window is None:
+            self._audio_window = fresh or self._audio_window
+            return self._audio_window
+        job = self._audio_job
+        if job is not None and job.done():
+            self._audio_window, self._audio_job = job.result(), None
+        if fresh is not None and self._audio_job is None:
+            self._audio_job = _AUDIO_WORKER.submit(self._encode, fresh, degrade, transcribe)
+        return self._audio_window
+
+    def _encode(self, window: _AudioWindow, degrade: Degrade, transcribe: bool) -> _AudioWindow:
+        """Fill the caches with ``window``'s audio features (and its transcript): the background job."""
+        sources = Sources(audio=window.samples, audio_key=window.key)
+        with contextlib.suppress(InferenceError):  # e.g. nothing recognised: the update says so when it fuses
+            self.predictor.predict_sources(sources, None, {"audio": True, "text": transcribe, "video": False},
+                                           degrade, transcribe)
+        return window
 
     def _audio_state(self, audio: np.ndarray | None, last: float | None, now: float) -> tuple[str, np.ndarray | None]:
         if last is None:
