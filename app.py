@@ -1,9 +1,12 @@
-"""ARMER demo: upload a clip, read the emotion, switch modalities off and watch the fusion weights.
+"""ARMER demo: upload a clip (or stream the webcam and microphone), read the emotion, switch modalities
+off and watch the fusion weights.
 
     python app.py [--checkpoint checkpoints/] [--share] [--port 7860] [--server_name 127.0.0.1] [--device cpu]
+                  [--window 4] [--interval 1] [--audio_every 1] [--no_transcribe]     # the Live tab
 
 This file only wires the UI. Loading, extraction, caching and fusion live in
-``armer.predict.Predictor`` (also behind ``python -m armer.predict``).
+``armer.predict.Predictor`` (also behind ``python -m armer.predict``), the live windows in
+``armer.predict.live``.
 """
 from __future__ import annotations
 
@@ -422,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
+        live = live_config(args, audio_in_background=True)
         predictor = load_predictor(args)
-    except Exception as err:  # missing checkpoint or extractor weights: say which and how to get them
+    except Exception as err:  # a bad live setting, missing checkpoint or extractor weights: say which
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -436,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("loading the extractors failed; requests will report it")
 
     threading.Thread(target=warm_up, name="armer-warm-up", daemon=True).start()
-    launch(build_demo(predictor, live_config(args, audio_in_background=True)), share=args.share, server_port=args.port, server_name=args.server_name)
+    launch(build_demo(predictor, live), share=args.share, server_port=args.port, server_name=args.server_name)
     return 0
 
 
