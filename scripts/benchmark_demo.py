@@ -1,7 +1,7 @@
 """Time the demo on this machine and write results/benchmark_demo.json.
 
     python scripts/benchmark_demo.py [--checkpoint checkpoints/] [--out results/benchmark_demo.json]
-                                     [--live_seconds 60] [--live_audio_every 1 2 3 4]
+                                     [--live_seconds 60] [--live_audio_every 1 2 3 4] [--live_typed_every 1 4]
 
 Measures, against a real `python app.py` process:
 - cold start: process start to the first page served (the extractors load beside the server start;
@@ -15,7 +15,8 @@ Measures, against a real `python app.py` process:
   per update, how long after the window's end the result was ready (lag), how old the audio window
   it fused was (the audio is encoded in the background every ``audio_every`` updates), the process's
   CPU seconds over the replay per update (background work included), and the windows skipped because
-  the machine could not keep up.
+  the machine could not keep up; then per ``--live_typed_every`` with a typed transcript instead of
+  speech recognition.
 Targets on a 2-core CPU: cold start < 20 s, 10 s clip < 3 s, toggle < 100 ms of server time; live:
 median update under 1 s behind its window's end, under 0.8 CPU-seconds per update.
 The app's CPU seconds per clip are recorded too: on a machine shared with other jobs the wall times
@@ -46,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from report_files import git_commit  # noqa: E402  (scripts/)
 
 TARGETS = {"cold_start_s": 20.0, "clip_10s_upload_to_result_s": 3.0, "toggle_server_ms": 100.0}
+TYPED = "I am so happy to see you again. This is wonderful news."  # the live input's words, typed
 LIVE_TARGETS = {"median_lag_s": 1.0, "cpu_per_update_s": 0.8}
 LINE = ("Good morning everyone. I am really glad that you could all come today, because I have some "
         "wonderful news to share with you about our project and the results we have.")
@@ -89,28 +91,30 @@ def live_input(folder: Path, seconds: float) -> Path:
     return write_clip(folder / "live_input.mp4", frames, fps=10, audio=audio)
 
 
-def measure_live(app_args: list[str], clip: Path, audio_every: list[int]) -> list[dict]:
-    """Real-time replays of ``clip`` through the live mode, one per ``audio_every`` setting."""
+def measure_live(app_args: list[str], clip: Path, audio_every: list[int], typed_every: list[int] = ()) -> list[dict]:
+    """Real-time replays of ``clip`` through the live mode, one per ``audio_every`` setting with each
+    window transcribed, then one per ``typed_every`` setting with a typed transcript (no speech
+    recognition)."""
     from armer.predict.cli import add_model_args, load_predictor
     from armer.predict.live import LiveConfig, replay
 
     parser = argparse.ArgumentParser()
     add_model_args(parser)
     runs = []
-    for every in audio_every:
+    for every, typed in [(e, None) for e in audio_every] + [(e, TYPED) for e in typed_every]:
         predictor = load_predictor(parser.parse_args(app_args))  # fresh caches: no window answered by another run
         predictor.warm_up()
         for _ in replay(predictor, str(ROOT / "examples" / "astronaut_talking.mp4")):  # first calls
             pass
         config = LiveConfig(audio_every=every, audio_in_background=True)  # as the app runs it
         cpu, wall = time.process_time(), time.perf_counter()
-        updates = list(replay(predictor, str(clip), config, realtime=True))
+        updates = list(replay(predictor, str(clip), config, transcript=typed, realtime=True))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         lags = sorted(u.lag_s for u in updates)
         ages = [u.audio_age_s for u in updates if u.audio_age_s is not None]
         median_lag, cpu_per_update = statistics.median(lags), cpu / len(updates)
         runs.append({
-            "config": dataclasses.asdict(config),
+            "config": dataclasses.asdict(config), "typed_transcript": typed,
             "windows": len(updates) + sum(u.skipped for u in updates), "updates": len(updates),
             "skipped": sum(u.skipped for u in updates),
             "median_lag_s": round(median_lag, 3), "p90_lag_s": round(lags[int(0.9 * (len(lags) - 1))], 3),
@@ -126,7 +130,7 @@ def measure_live(app_args: list[str], clip: Path, audio_every: list[int]) -> lis
                             "audio_age_s": u.audio_age_s and round(u.audio_age_s, 3),
                             "steps_s": u.prediction.timings if u.prediction else None} for u in updates],
         })
-        print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("per_update", "config")}), flush=True)
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "per_update"}), flush=True)
     return runs
 
 
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live_seconds", type=float, default=60.0, help="seconds of live input replayed")
     parser.add_argument("--live_audio_every", type=int, nargs="+", default=[1, 2, 3, 4],
                         help="LiveConfig.audio_every settings measured, one replay each")
+    parser.add_argument("--live_typed_every", type=int, nargs="*", default=[1, 4],
+                        help="the same with a typed transcript (no speech recognition)")
     args = parser.parse_args(argv)
     load_at_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="armer-bench-"))
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
 
-    live = measure_live(app_args, live_input(tmp, args.live_seconds), args.live_audio_every)  # the app is stopped
+    live = measure_live(app_args, live_input(tmp, args.live_seconds), args.live_audio_every, args.live_typed_every)  # the app is stopped
     clip_s = statistics.median(r["upload_to_result_s"] for r in clip_runs)
     toggle_ms = statistics.median(t["server_ms"] for t in toggles)
     results = {

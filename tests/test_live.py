@@ -425,3 +425,14 @@ def test_cli_live_needs_a_clip_and_reports_a_missing_file(predictor, tmp_path, c
     assert cli.main(["--live", str(tmp_path / "missing.mp4"), *args, "--no_transcribe"]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error:") and "missing.mp4" in captured.err and captured.out == ""
+
+
+def test_audio_switched_off_with_a_typed_transcript_encodes_no_audio(predictor, talk):
+    """Nothing needs the audio (switched off, the text typed): no audio features, no transcription, nothing
+    in the background."""
+    stream = LiveStream(predictor, LiveConfig(window=2.0, audio_in_background=True))
+    stream.add_audio(talk[0][:2 * SAMPLE_RATE] * 0.7, 2.0)
+    u = stream.update(2.0, use=NO_AUDIO, transcript=TEXT)
+    assert u.states["audio"] == "switched off" and u.prediction.weights["audio"] == 0.0
+    assert not {"audio features", "transcribe"} & set(u.prediction.timings) | set(u.prediction.cached)
+    assert stream._audio_job is None and u.audio_age_s is None

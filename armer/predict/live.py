@@ -231,11 +231,12 @@ class LiveStream:
                 states[m] = "switched off"
 
         sources, audio_age = Sources(), None
-        if audio is not None:
-            window = self._audio_for(audio, now, degrade, transcribe and not typed and use["text"])
+        recognise = transcribe and not typed and use["text"]
+        if audio is not None and (use["audio"] or recognise):
+            window = self._audio_for(audio, now, degrade, use["audio"], recognise)
             sources.audio, sources.audio_key = window.samples, window.key
             audio_age = now - window.t
-        else:
+        else:  # no audio, or none of it needed: nothing encoded
             self._audio_window = self._audio_job = None
         if seen:
             sources.frames = [f.image for f in seen]
@@ -260,7 +261,8 @@ class LiveStream:
         return LiveUpdate(now, (start, now), prediction, states, message, skipped,
                           time.perf_counter() - wall, time.process_time() - cpu, len(frames), len(seen), audio_age)
 
-    def _audio_for(self, audio: np.ndarray, now: float, degrade: Degrade, transcribe: bool) -> _AudioWindow:
+    def _audio_for(self, audio: np.ndarray, now: float, degrade: Degrade, encode: bool,
+                   transcribe: bool) -> _AudioWindow:
         """The audio window this update fuses: the newest one, every ``audio_every`` updates (and always
         the first); with ``audio_in_background`` the newest one encoded, while the next is encoded
         beside the updates (its features and transcript land in the predictor's caches)."""
@@ -273,14 +275,14 @@ class LiveStream:
         if job is not None and job.done():
             self._audio_window, self._audio_job = job.result(), None
         if fresh is not None and self._audio_job is None:
-            self._audio_job = _AUDIO_WORKER.submit(self._encode, fresh, degrade, transcribe)
+            self._audio_job = _AUDIO_WORKER.submit(self._encode, fresh, degrade, encode, transcribe)
         return self._audio_window
 
-    def _encode(self, window: _AudioWindow, degrade: Degrade, transcribe: bool) -> _AudioWindow:
-        """Fill the caches with ``window``'s audio features (and its transcript): the background job."""
+    def _encode(self, window: _AudioWindow, degrade: Degrade, encode: bool, transcribe: bool) -> _AudioWindow:
+        """Fill the caches with ``window``'s audio features and/or its transcript: the background job."""
         sources = Sources(audio=window.samples, audio_key=window.key)
         with contextlib.suppress(InferenceError):  # e.g. nothing recognised: the update says so when it fuses
-            self.predictor.predict_sources(sources, None, {"audio": True, "text": transcribe, "video": False},
+            self.predictor.predict_sources(sources, None, {"audio": encode, "text": transcribe, "video": False},
                                            degrade, transcribe)
         return window
 
