@@ -434,5 +434,5 @@ def test_audio_switched_off_with_a_typed_transcript_encodes_no_audio(predictor, 
     stream.add_audio(talk[0][:2 * SAMPLE_RATE] * 0.7, 2.0)
     u = stream.update(2.0, use=NO_AUDIO, transcript=TEXT)
     assert u.states["audio"] == "switched off" and u.prediction.weights["audio"] == 0.0
-    assert not {"audio features", "transcribe"} & set(u.prediction.timings) | set(u.prediction.cached)
+    assert not {"audio features", "transcribe"} & (set(u.prediction.timings) | set(u.prediction.cached))
     assert stream._audio_job is None and u.audio_age_s is None
