@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 
 from armer.constants import MODALITIES
-from armer.extractors import MediaError, load_media
+from armer.extractors import MediaError, load_audio
 from armer.extractors.featurize import content_digest
 from armer.predict.cli import add_live_args, add_model_args, live_config, load_predictor
 from armer.predict.live import LIVE, LiveConfig, LiveStreams, LiveUpdate
@@ -366,10 +366,9 @@ def build_demo(predictor: Predictor, live: LiveConfig | None = None) -> gr.Block
             if not chunk:
                 return
             try:
-                samples = load_media(chunk, max_seconds=None, max_frames=1).audio
-                if samples is not None:
-                    now = time.monotonic()
-                    streams.get(request.session_hash, now).add_audio(samples, now)
+                samples = load_audio(chunk, max_seconds=None)
+                now = time.monotonic()
+                streams.get(request.session_hash, now).add_audio(samples, now)
             except (MediaError, InferenceError) as err:  # a chunk the browser garbled: the stream goes on
                 log.warning("live microphone chunk dropped: %s", err)
 

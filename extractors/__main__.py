@@ -56,7 +56,7 @@ from . import (
     list_extractors,
 )
 from .featurize import DEFAULT_TRANSCRIBER
-from .media import media_kind
+from .media import MAX_SIDE, media_kind
 from .prefetch import DecodeAhead, Decoded, describe
 from .registry import extractor_spec
 
@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=60.0, help="longer clips are truncated (default 60)")
     p.add_argument("--fps", type=float, default=2.0, help="frame sampling rate (default 2)")
     p.add_argument("--max-frames", type=int, default=32, help="at most this many frames per clip (default 32)")
-    p.add_argument("--max-side", type=int, default=640, help="larger frames are downscaled (default 640)")
+    p.add_argument("--max-side", type=int, default=MAX_SIDE,
+                   help=f"larger frames are downscaled (default {MAX_SIDE})")
     p.add_argument("--overwrite", action="store_true", help="re-extract clips whose features exist")
     p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH,
                    help=f"clips per model pass (default {DEFAULT_BATCH}; 1: one clip at a time)")

@@ -21,6 +21,7 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SUPPORTED_EXTS = VIDEO_EXTS + AUDIO_EXTS + IMAGE_EXTS
+MAX_SIDE = 640  # frames whose longer side exceeds this are downscaled (load_media's default)
 
 
 class MediaError(ValueError):
@@ -61,7 +62,8 @@ def media_kind(path: str | os.PathLike) -> str:
     raise MediaError(path, f"unsupported format {ext or '(no extension)'!r}; supported: {' '.join(SUPPORTED_EXTS)}")
 
 
-def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled down to a longer side of at most ``max_side`` (even sizes), else as they are."""
     if not max_side or max(width, height) <= max_side:
         return width, height
     scale = max_side / max(width, height)
@@ -69,7 +71,7 @@ def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, in
 
 
 def load_media(path: str | os.PathLike, max_seconds: float | None = 60.0, fps: float = 2.0,
-               max_frames: int = 32, max_side: int | None = 640, require: Iterable[str] = ()) -> Media:
+               max_frames: int = 32, max_side: int | None = MAX_SIDE, require: Iterable[str] = ()) -> Media:
     """Decode a video, audio or image file.
 
     Args:
@@ -166,7 +168,7 @@ def _decode(container: "av.container.InputContainer", path: Path, kind: str, max
                         video_done, truncated = True, True
                         break
                     if t + 1e-6 >= next_t:
-                        w, h = _scaled_size(vf.width, vf.height, max_side)
+                        w, h = scaled_size(vf.width, vf.height, max_side)
                         if (w, h) != (vf.width, vf.height):
                             size_note = (f"frames downscaled from {vf.width}x{vf.height} to {w}x{h} "
                                          f"(max_side={max_side})")
@@ -214,6 +216,6 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = 60.0) -> np.
 
 
 def load_frames(path: str | os.PathLike, max_seconds: float | None = 60.0, fps: float = 2.0,
-                max_frames: int = 32, max_side: int | None = 640) -> list[np.ndarray]:
+                max_frames: int = 32, max_side: int | None = MAX_SIDE) -> list[np.ndarray]:
     """Sampled RGB frames of a video or image file; MediaError when it has none."""
     return load_media(path, max_seconds, fps, max_frames, max_side, require=("video",)).frames

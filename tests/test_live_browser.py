@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import wave
 from pathlib import Path
@@ -15,9 +14,10 @@ import cv2
 import demo_support
 import numpy as np
 import pytest
-from demo_support import ROOT, TALK, artifacts_dir, free_port
+from demo_support import TALK, artifacts_dir
 
 predictor = demo_support.predictor  # fixture
+app_url = demo_support.app_url  # fixture: the app at its defaults
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses Debian's chromium)")
@@ -57,17 +57,6 @@ def write_fake_devices(folder: Path) -> tuple[Path, Path]:
     return video, audio
 
 
-@pytest.fixture(scope="module")
-def live_url(predictor):
-    sys.path.insert(0, str(ROOT))
-    import app
-
-    demo = app.build_demo(predictor)
-    app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
-    yield demo.local_url
-    demo.close()
-
-
 def snapshot(page) -> dict | None:
     """The live status on the page: update number, frames and faces in the window, per-modality state and weight."""
     return page.evaluate("""() => {
@@ -97,7 +86,7 @@ def start_microphone(page) -> None:
     pytest.fail("the server never heard the microphone after three recordings")
 
 
-def test_live_view_follows_a_face_that_leaves_and_comes_back(live_url, tmp_path):
+def test_live_view_follows_a_face_that_leaves_and_comes_back(app_url, tmp_path):
     video, audio = write_fake_devices(tmp_path)
     out = artifacts_dir()
     args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
@@ -108,7 +97,7 @@ def test_live_view_follows_a_face_that_leaves_and_comes_back(live_url, tmp_path)
         context = browser.new_context(permissions=["camera", "microphone"], viewport={"width": 1400, "height": 1500})
         page = context.new_page()
         page.set_default_timeout(60_000)
-        page.goto(live_url)
+        page.goto(app_url)
         page.get_by_role("tab", name="Live").click()
         page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
         page.locator("#live-camera").get_by_role("button", name="capture photo").click()
@@ -149,7 +138,7 @@ def test_live_view_follows_a_face_that_leaves_and_comes_back(live_url, tmp_path)
     assert seen[back]["modalities"]["video"][0] == "live", trace
 
 
-def test_live_view_without_camera_access_goes_on_with_the_microphone(live_url, tmp_path):
+def test_live_view_without_camera_access_goes_on_with_the_microphone(app_url, tmp_path):
     """Camera access denied (only the microphone is granted): the page says there is no camera stream,
     the audio is fused, nothing crashes."""
     _, audio = write_fake_devices(tmp_path)
@@ -160,7 +149,7 @@ def test_live_view_without_camera_access_goes_on_with_the_microphone(live_url, t
         context = browser.new_context(permissions=["microphone"], viewport={"width": 1400, "height": 1500})
         page = context.new_page()
         page.set_default_timeout(60_000)
-        page.goto(live_url)
+        page.goto(app_url)
         page.get_by_role("tab", name="Live").click()
         page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
         start_microphone(page)

@@ -37,10 +37,10 @@ from armer.extractors.base import SAMPLE_RATE
 from armer.extractors.degrade import Degrade, InputError
 from armer.extractors.faces import crop_faces
 from armer.extractors.featurize import Sources, content_digest
+from armer.extractors.media import MAX_SIDE, scaled_size
 from armer.predict.predictor import InferenceError, Prediction, Predictor, checked_use
 
 LIVE = "live"  # the state of a modality that is fused
-MAX_SIDE = 640  # camera frames are downscaled to this longer side, as uploads are decoded
 _STREAM_IDS = itertools.count(1)  # frame cache keys name their stream
 _AUDIO_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="armer-live-audio")  # every stream's
 
@@ -319,13 +319,10 @@ class LiveStream:
 
 
 def _fit(frame: np.ndarray) -> np.ndarray:
-    """An RGB uint8 copy of ``frame`` whose longer side is at most MAX_SIDE (as ``load_media`` decodes)."""
+    """An RGB uint8 copy of ``frame`` downscaled as ``load_media`` decodes (to ``MAX_SIDE``)."""
     rgb = np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
-    h, w = rgb.shape[:2]
-    if max(h, w) <= MAX_SIDE:
-        return rgb
-    scale = MAX_SIDE / max(h, w)
-    return cv2.resize(rgb, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA)
+    size = scaled_size(rgb.shape[1], rgb.shape[0], MAX_SIDE)
+    return rgb if size == (rgb.shape[1], rgb.shape[0]) else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 class LiveStreams:
