@@ -19,6 +19,7 @@ from armer.constants import FEAT_TYPES
 
 MISSING_MODES = ("mask", "zeros")
 OPTIMIZERS = ("adam", "adamw")
+CALIBRATION_TARGETS = ("head", "out_of_fold")
 
 __all__ = ["RECIPES", "ModelConfig", "TrainConfig", "choices_of", "flag_fields", "setting"]
 
@@ -97,6 +98,8 @@ class ModelConfig:
     # 1 - exp(-(error of that valence)^2), the same 0 (right) .. 1 (far off) scale.
     calibration_weight: float = setting(0.1, "Not in the seed: weight of the uncertainty calibration term (u learns "
                                              "to predict 1 - p(target) of its modality's own head)")
+    uncertainty_weight: float = setting(1.0, "Not in the seed: inside the calibration term, the weight of u's "
+                                             "regression on its target relative to the unimodal heads' cross-entropy")
     # The unimodal heads are trained by the calibration term on every sample that has the modality.
     # With modalities missing the prediction then rests on heads that saw every sample of their
     # modality, not only the few that training left unimodal.
@@ -138,7 +141,7 @@ class ModelConfig:
             problems.append(f"modality_dropout_warmup={self.modality_dropout_warmup} must be >= 0")
         if self.fusion_temperature <= 0:
             problems.append(f"fusion_temperature={self.fusion_temperature} must be > 0")
-        for name in ("kl_weight", "recon_weight", "cross_kl_weight", "calibration_weight"):
+        for name in ("kl_weight", "recon_weight", "cross_kl_weight", "calibration_weight", "uncertainty_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if problems:
@@ -197,6 +200,12 @@ class TrainConfig:
     degraded_views: float = setting(0.0, "probability that a present modality of a training sample is swapped for "
                                          "its degraded view at each step (needs <feature folder>-DEGRADED, as "
                                          "armer.benchmark builds; 0: never)")
+    # The heads' own error on a training sample is that of a network that memorised it
+    # (results/calibration_targets.md); armer/train/probes.py has the cross-fitting.
+    calibration_target: str = setting("head", "what V2's calibration term teaches u to predict: head (the error of "
+                                              "the modality's own head on the training sample) or out_of_fold (the "
+                                              "error of linear probes that never saw the sample, cross-fitted on the "
+                                              "fold's other training folds)", choices=CALIBRATION_TARGETS)
     normalize: bool = setting(True, "standardise the features with each fold's training statistics")
     grad_clip: float = setting(-1.0, "max gradient norm of each fold's model (<= 0: no clipping, MERBench's -1)")
     device: str = setting("cpu", "where the folds train: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda "
@@ -214,6 +223,11 @@ class TrainConfig:
             problems.append(f"l2={self.l2} must be a finite number >= 0")
         if self.recipe not in RECIPES:
             problems.append(f"recipe={self.recipe!r} must be one of {tuple(RECIPES)}")
+        if self.calibration_target not in CALIBRATION_TARGETS:
+            problems.append(f"calibration_target={self.calibration_target!r} must be one of {CALIBRATION_TARGETS}")
+        elif self.calibration_target == "out_of_fold" and self.num_folds < 3:
+            problems.append(f"calibration_target='out_of_fold' needs num_folds >= 3 (each fold's probes are fitted "
+                            f"on its other training folds), not {self.num_folds}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
         if not 0.0 <= self.degraded_views <= 1.0:

@@ -51,32 +51,39 @@ def reconstruction(predictions: list[torch.Tensor], targets: list[torch.Tensor],
 
 
 def uncertainty_calibration(
-    unimodal_logits: torch.Tensor, uncertainty: torch.Tensor, target_probs: torch.Tensor, present: torch.Tensor
+    unimodal_logits: torch.Tensor, uncertainty: torch.Tensor, target_probs: torch.Tensor, present: torch.Tensor,
+    reference_probs: torch.Tensor | None = None, uncertainty_weight: float = 1.0,
 ) -> torch.Tensor:
     """Teach u = mean sigma to predict how wrong each modality is on its own.
 
     unimodal_logits (E, B, M, C) come from a small head per modality; their cross-entropy against
     target_probs (E, B, C) trains the heads, and u (E, B, M) regresses 1 - p(target) (detached): about 0
-    where the modality alone is right and sure, towards 1 where it is wrong or uninformative.
+    where the modality alone is right and sure, towards 1 where it is wrong or uninformative. The
+    p(target) is the heads' own, or that of `reference_probs` (E, B, M, C) where given (predictors
+    that never saw the sample: `armer.train.probes`).
     """
     log_probs = torch.log_softmax(unimodal_logits, dim=-1)
     ce = -(target_probs.unsqueeze(-2) * log_probs).sum(dim=-1)  # (E, B, M)
-    goal = 1.0 - (target_probs.unsqueeze(-2) * log_probs.exp()).sum(dim=-1).detach()  # 1 - p(target)
-    return masked_mean(ce + (uncertainty - goal).pow(2), present)
+    probs = log_probs.exp() if reference_probs is None else reference_probs
+    goal = 1.0 - (target_probs.unsqueeze(-2) * probs).sum(dim=-1).detach()  # 1 - p(target)
+    return masked_mean(ce + uncertainty_weight * (uncertainty - goal).pow(2), present)
 
 
 def valence_calibration(
-    unimodal_valence: torch.Tensor, uncertainty: torch.Tensor, target: torch.Tensor, present: torch.Tensor
+    unimodal_valence: torch.Tensor, uncertainty: torch.Tensor, target: torch.Tensor, present: torch.Tensor,
+    reference: torch.Tensor | None = None, uncertainty_weight: float = 1.0,
 ) -> torch.Tensor:
     """`uncertainty_calibration` for a model without emotion classes (output_dim1 = 0).
 
     unimodal_valence (E, B, M, V) come from a small head per modality; their squared error against
     target (E, B, V) trains the heads, and u (E, B, M) regresses 1 - exp(-squared error) (detached):
-    about 0 where the modality alone is right, towards 1 where it is far off.
+    about 0 where the modality alone is right, towards 1 where it is far off. The error is the heads'
+    own, or that of `reference` (E, B, M, V') where given (V' = 1: the first valence output's).
     """
     error = (unimodal_valence - target.unsqueeze(-2)).pow(2).mean(dim=-1)  # (E, B, M)
-    goal = 1.0 - torch.exp(-error.detach())
-    return masked_mean(error + (uncertainty - goal).pow(2), present)
+    reference_error = error if reference is None else (reference - target[..., :1].unsqueeze(-2)).pow(2).mean(dim=-1)
+    goal = 1.0 - torch.exp(-reference_error.detach())
+    return masked_mean(error + uncertainty_weight * (uncertainty - goal).pow(2), present)
 
 
 def task_loss(

@@ -288,6 +288,9 @@ class AttentionRobustV2(RobustBase):
         self.ffn_norm = batched.LayerNorm(E, H)
         self.drop = batched.Dropout(config.dropout)
         self.num_heads = config.num_attention_heads
+        # Training only, not saved: predictors that never saw a training sample, whose error on it the
+        # calibration term teaches u (`armer.train.probes`); None: the unimodal heads' own error.
+        self.calibration_reference: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, batch: dict, check_inputs: bool = True) -> ModelOutput:
         cfg = self.config
@@ -331,8 +334,11 @@ class AttentionRobustV2(RobustBase):
         if self.training:
             terms = self.interloss_terms(mu, logvar, proxy, raw, data_present, used)
             if u is not None and cfg.calibration_weight > 0:
-                terms["calibration"] = (self.valence_calibration(batch, unimodal, u, valence, used) if self.valence_only
-                                        else self.emotion_calibration(batch, unimodal, u, logits, used))
+                reference = (self.calibration_reference(normed, batch["fold"])
+                             if self.calibration_reference is not None and "fold" in batch else None)
+                terms["calibration"] = (
+                    self.valence_calibration(batch, unimodal, u, valence, used, reference) if self.valence_only
+                    else self.emotion_calibration(batch, unimodal, u, logits, used, reference))
         interloss = sum((getattr(cfg, f"{name}_weight") * value for name, value in terms.items()), mu.new_zeros(()))
         out = ModelOutput(
             features=fused, logits=logits, valence=valence,
@@ -342,24 +348,26 @@ class AttentionRobustV2(RobustBase):
         return self.finish(out, shared)
 
     def emotion_calibration(self, batch: dict, unimodal: torch.Tensor, u: torch.Tensor, logits: torch.Tensor,
-                            used: torch.Tensor) -> torch.Tensor:
-        """The calibration term against the emotion label (the fused prediction without labels)."""
+                            used: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """The calibration term against the emotion label (the fused prediction without labels);
+        `reference` (E, B, M, C): the probabilities whose error u learns, if not the heads'."""
         if "emos" in batch:
             target = F.one_hot(batch["emos"], self.config.output_dim1).to(logits.dtype).expand_as(logits)
         else:
             target = torch.softmax(logits.detach(), dim=-1)
-        return losses.uncertainty_calibration(unimodal, u, target, used)
+        return losses.uncertainty_calibration(unimodal, u, target, used, reference, self.config.uncertainty_weight)
 
     def valence_calibration(self, batch: dict, unimodal: torch.Tensor, u: torch.Tensor, valence: torch.Tensor,
-                            used: torch.Tensor) -> torch.Tensor:
+                            used: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """The calibration term of a valence-only model: against the valence label where a sample has
-        one, else (unlabelled, or inside MERBench) against the fused valence."""
+        one, else (unlabelled, or inside MERBench) against the fused valence; `reference` as in
+        `emotion_calibration`."""
         target = valence.detach()
         if "vals" in batch:
             labelled = batch["val_labelled"] if "val_labelled" in batch else torch.ones_like(batch["vals"], dtype=torch.bool)
             label = batch["vals"].to(valence.dtype).unsqueeze(-1).expand_as(target)
             target = torch.where(labelled.unsqueeze(-1).expand_as(target), label, target)
-        return losses.valence_calibration(unimodal, u, target, used)
+        return losses.valence_calibration(unimodal, u, target, used, reference, self.config.uncertainty_weight)
 
     def proxy_attention(self, proxy: torch.Tensor, tokens: torch.Tensor, log_w: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,6 +40,7 @@ from armer.evaluate.conditions import gather, mean_of, predict, score_conditions
 from armer.evaluate.metrics import emoval, headline, score
 from armer.model.modeling import Ensemble, RobustBase, create_model
 from armer.train.folds import validation_folds
+from armer.train.probes import fit_probes, fold_of_samples
 from armer.train.schedule import MemberSchedule, rescale_step
 
 log = logging.getLogger(__name__)
@@ -285,9 +286,13 @@ class MembersResult:
 
 def train_members(
     dataset: Dataset, folds: list[int], train_sets: list[np.ndarray], val_sets: list[np.ndarray],
-    stats: list[dict] | None, model_config: ModelConfig, config: TrainConfig, threads: int, stop: Event | None = None,
+    stats: list[dict] | None, model_config: ModelConfig, config: TrainConfig, threads: int,
+    sample_folds: np.ndarray | None = None, stop: Event | None = None,
 ) -> MembersResult:
     """Train the models of `folds` as the members of one network; keep each one's best epoch by emoval.
+
+    With `sample_folds` (every training sample's validation fold) the calibration term learns the
+    error of out-of-fold probes (`armer.train.probes`), fitted here for these members.
 
     Raises `Diverged` at the end of an epoch in which a member diverged (`diverged_members`), and
     `_Stopped` at the end of an epoch once `stop` (another worker failed) is set."""
@@ -305,6 +310,13 @@ def train_members(
     data = to_batch(dataset.train)  # views of the (fork-shared) arrays; batches are gathered per step
     if config.degraded_views > 0 and "degraded_present" not in data:
         raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
+    if sample_folds is not None:
+        start = time.perf_counter()
+        model.calibration_reference = fit_probes(data, sample_folds, folds, config.num_folds, stats,
+                                                 model_config.output_dim1).to(device)
+        data["fold"] = torch.from_numpy(sample_folds)
+        log.info("folds %s: out-of-fold calibration probes fitted in %.1fs", " ".join(str(f + 1) for f in folds),
+                 time.perf_counter() - start)
     clean = without_views(data)  # what validation scores
     # What training batches are gathered from: the views only when they are swapped in.
     train_data = data if config.degraded_views > 0 else clean
@@ -451,11 +463,13 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     val_sets = validation_folds(train.samples, config)
     train_sets = [np.setdiff1d(np.arange(len(train)), v) for v in val_sets]
     stats = [feature_statistics(train.subset(t)) for t in train_sets] if config.normalize else None
+    sample_folds = fold_of_samples(val_sets, len(train)) if uses_probes(model_config, config) else None
     workers = worker_count(config)
     threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
     shares = [share.tolist() for share in np.array_split(np.arange(config.num_folds), workers)]
     jobs = [(share, [train_sets[f] for f in share], [val_sets[f] for f in share],
-             [stats[f] for f in share] if stats else None, model_config, config, threads) for share in shares]
+             [stats[f] for f in share] if stats else None, model_config, config, threads, sample_folds)
+            for share in shares]
     log.info("training %d folds of %s on %d samples (fold training sets %s): %d worker(s) with folds %s, %d thread(s) each",
              config.num_folds, model_config.model, len(train), [len(t) for t in train_sets], workers,
              [[f + 1 for f in share] for share in shares], threads)
@@ -491,6 +505,12 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
         best_emovals=[v for p in parts for v in p.best_emovals], history=history, workers=workers,
         validation=validation,
     )
+
+
+def uses_probes(model_config: ModelConfig, config: TrainConfig) -> bool:
+    """Whether training fits out-of-fold calibration probes: asked for, and the model has a calibration term."""
+    return (config.calibration_target == "out_of_fold" and model_config.model == "attention_robust_v2"
+            and model_config.use_vae and model_config.calibration_weight > 0)
 
 
 def make_optimizer(model: RobustBase, config: TrainConfig) -> torch.optim.Optimizer:
