@@ -2,7 +2,7 @@
 off and watch the fusion weights.
 
     python app.py [--checkpoint checkpoints/] [--share] [--port 7860] [--server_name 127.0.0.1] [--device cpu]
-                  [--window 4] [--interval 1] [--audio_every 1] [--no_transcribe]     # the Live tab
+                  [--window 4] [--interval 1] [--audio_every 4] [--no_transcribe]     # the Live tab
 
 This file only wires the UI. Loading, extraction, caching and fusion live in
 ``armer.predict.Predictor`` (also behind ``python -m armer.predict``), the live windows in

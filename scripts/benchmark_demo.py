@@ -13,10 +13,10 @@ Measures, against a real `python app.py` process:
   through ``armer.predict.live`` (the code the Live tab runs, in this process; the browser adds up to
   app.LIVE_CHUNK_S of chunking before the server sees the data), once per ``--live_audio_every``:
   per update, how long after the window's end the result was ready (lag), how old the audio window
-  it fused was (the audio is encoded in the background every ``audio_every`` updates), the process's
-  CPU seconds over the replay per update (background work included), and the windows skipped because
-  the machine could not keep up; then per ``--live_typed_every`` with a typed transcript instead of
-  speech recognition.
+  it fused was (the audio is encoded in the background every ``audio_every`` updates) and how many
+  audio windows the updates fused, the process's CPU seconds over the replay per update (background
+  work included), and the windows skipped because the machine could not keep up; then per
+  ``--live_typed_every`` with a typed transcript instead of speech recognition.
 Targets on a 2-core CPU: cold start < 20 s, 10 s clip < 3 s, toggle < 100 ms of server time; live:
 median update under 1 s behind its window's end, under 0.8 CPU-seconds per update.
 The app's CPU seconds per clip are recorded too: on a machine shared with other jobs the wall times
@@ -124,6 +124,8 @@ def measure_live(app_args: list[str], clip: Path, audio_every: list[int], typed_
             "median_cpu_during_update_s": round(statistics.median(u.cpu_s for u in updates), 3),
             "process_cpu_share": round(cpu / wall, 3),  # of one core, over the whole replay
             "median_audio_age_s": round(statistics.median(ages), 3) if ages else None,
+            # distinct audio windows fused (each encoded once): about updates / audio_every
+            "audio_windows_fused": len({round(u.t - u.audio_age_s, 3) for u in updates if u.audio_age_s is not None}),
             "meets_targets": {"median_lag_s": median_lag < LIVE_TARGETS["median_lag_s"],
                               "cpu_per_update_s": cpu_per_update < LIVE_TARGETS["cpu_per_update_s"]},
             "per_update": [{"t": u.t, "lag_s": round(u.lag_s, 3), "cpu_s": round(u.cpu_s, 3), "skipped": u.skipped,

@@ -157,7 +157,7 @@ def test_quiet_speech_above_the_threshold_is_not_silence(predictor, talk):
 
 def test_a_microphone_that_stops_goes_stale_while_the_camera_goes_on(predictor, talk):
     """Audio until t=3: live at t=6 (stale_after 3 s), "microphone stopped" with weight 0 after; video goes on."""
-    stream = LiveStream(predictor, LiveConfig(window=4.0, interval=1.0, stale_after=3.0))
+    stream = LiveStream(predictor, LiveConfig(window=4.0, interval=1.0, audio_every=1, stale_after=3.0))
     feed(stream, talk, 3.0)
     first = stream.update(3.0, transcript=TEXT)
     assert first.states["audio"] == LIVE and first.prediction.weights["audio"] > 0
@@ -318,7 +318,8 @@ def test_background_audio_never_makes_an_update_wait_for_the_encoder(predictor, 
     """audio_in_background: the first update encodes inline; later ones fuse the newest window encoded while
     the next is encoded beside them (from the cache), and pick it up once it is done."""
     audio = talk[0] * 0.8  # content no other test has encoded
-    stream = LiveStream(predictor, LiveConfig(window=2.0, interval=1.0, transcribe=False, audio_in_background=True))
+    stream = LiveStream(predictor, LiveConfig(window=2.0, interval=1.0, audio_every=1, transcribe=False,
+                                              audio_in_background=True))
     stream.add_audio(audio[:2 * SAMPLE_RATE], 2.0)
     first = stream.update(2.0)
     assert "audio features" in first.prediction.timings and first.audio_age_s == 0.0
@@ -333,6 +334,33 @@ def test_background_audio_never_makes_an_update_wait_for_the_encoder(predictor, 
     window = audio[1 * SAMPLE_RATE:3 * SAMPLE_RATE]
     expected = predictor.fuse({"audio": predictor.extractors["audio"].extract(window), "text": None, "video": None})
     assert third.prediction.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
+
+
+def test_background_audio_is_refreshed_every_audio_every_updates_not_whenever_the_worker_is_free(predictor, talk):
+    """audio_in_background with audio_every=3: the worker takes a window at updates 1 (inline), 4 and 7. A
+    window it finished is picked up before the next is judged due, so update 5 (the first after the worker
+    finished the window of update 4) starts no new encoding."""
+    audio = talk[0] * 0.6  # content no other test has encoded
+    stream = LiveStream(predictor, LiveConfig(window=2.0, interval=1.0, audio_every=3, transcribe=False,
+                                              audio_in_background=True))
+    real_encode, encoded = stream._encode, []
+
+    def recording(window, *args):
+        encoded.append(window.update)
+        return real_encode(window, *args)
+
+    stream._encode = recording
+    ages = []
+    for t in range(2, 9):  # updates 1..7, TALK's audio cycled in 1 s chunks
+        start = (t - 1) % 4
+        stream.add_audio(audio[start * SAMPLE_RATE:(start + 1) * SAMPLE_RATE], float(t))
+        u = stream.update(float(t))
+        ages.append(u.audio_age_s)
+        assert u.states["audio"] == LIVE and u.prediction.weights["audio"] > 0
+        if stream._audio_job is not None:
+            stream._audio_job.result(timeout=60)  # the worker done before the next update
+    assert encoded == [4, 7], encoded  # update 1 encoded inline; not 5 or 6
+    assert ages == [0.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0], ages  # update 5 fuses the window of update 4 on
 
 
 # --- viewers, settings, input checks ---------------------------------------------------------------
@@ -401,7 +429,7 @@ def test_cli_live_prints_one_json_line_per_window(predictor, capsys):
     from armer.predict import cli
 
     args = ["--checkpoint", predictor.source, "--extractor_path", f"video={predictor.extractors['video'].path}"]
-    assert cli.main(["--live", str(TALK), *args, "--no_transcribe", "--text", TEXT, "--audio_every", "4"]) == 0
+    assert cli.main(["--live", str(TALK), *args, "--no_transcribe", "--text", TEXT, "--audio_every", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
     rows = [json.loads(line) for line in lines]
@@ -411,7 +439,8 @@ def test_cli_live_prints_one_json_line_per_window(predictor, capsys):
         assert sum(r["weights"].values()) == pytest.approx(1.0, abs=1e-5) and all(w > 0 for w in r["weights"].values())
         assert r["transcript"] == TEXT and r["skipped"] == 0 and r["message"] == ""
     assert [r["frames"] for r in rows] == [3, 5, 7, 8]  # window 4 s at 2 fps
-    assert all("audio features" in r["cached"] for r in rows[1:])  # --audio_every 4 reached the stream
+    # --audio_every 2 (not the default) reached the stream: new audio features at updates 1 and 3 only
+    assert ["audio features" in r["cached"] for r in rows] == [False, True, False, True]
 
 
 def test_cli_live_needs_a_clip_and_reports_a_missing_file(predictor, tmp_path, capsys):

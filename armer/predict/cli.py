@@ -66,7 +66,9 @@ def add_live_args(parser: argparse.ArgumentParser) -> None:
                        help="seconds between updates (%(default)s)")
     group.add_argument("--audio_every", type=int, default=default.audio_every,
                        help="re-encode the audio and its transcript every N updates, reusing them in between; the "
-                            "Whisper encoder is most of an update's CPU (%(default)s)")
+                            "Whisper encoder is most of an update's CPU. The default, the default window over the "
+                            "interval, encodes each second of audio once; 1 gives the freshest audio and costs the "
+                            "most CPU (%(default)s)")
     group.add_argument("--no_transcribe", action="store_true",
                        help="do not transcribe the windows (the text is missing unless --text gives it)")
 

@@ -52,7 +52,8 @@ class LiveConfig:
     window: float = 4.0  # seconds featurized per update
     interval: float = 1.0  # seconds between updates
     fps: float = 2.0  # camera frames kept per second (each one's face detected once)
-    audio_every: int = 1  # audio and transcript refreshed every this many updates (reused in between)
+    audio_every: int = 4  # audio and transcript refreshed every this many updates (reused in between); 4 =
+    # the default window over the interval: each second of audio is encoded and transcribed once
     audio_in_background: bool = False  # refresh them beside the updates (live: no update waits for the
     # audio encoder; each uses the newest audio window encoded) rather than inline (deterministic: replays)
     transcribe: bool = True  # recognise the speech of each window when no transcript is typed
@@ -265,16 +266,23 @@ class LiveStream:
                    transcribe: bool) -> _AudioWindow:
         """The audio window this update fuses: the newest one, every ``audio_every`` updates (and always
         the first); with ``audio_in_background`` the newest one encoded, while the next is encoded
-        beside the updates (its features and transcript land in the predictor's caches)."""
-        due = self._audio_window is None or self.updates - self._audio_window.update >= self.config.audio_every
-        fresh = _AudioWindow(audio, content_digest(audio.tobytes()), self.updates, now) if due else None
-        if not self.config.audio_in_background or self._audio_window is None:
-            self._audio_window = fresh or self._audio_window
-            return self._audio_window
+        beside the updates (its features and transcript land in the predictor's caches). A window
+        finished in the background is picked up before deciding whether the next one is due, so the
+        background refreshes come every ``audio_every`` updates too (counted from the update that took
+        the window), not as soon as the worker is free."""
+        background = self.config.audio_in_background
         job = self._audio_job
-        if job is not None and job.done():
+        if background and job is not None and job.done():
             self._audio_window, self._audio_job = job.result(), None
-        if fresh is not None and self._audio_job is None:
+        due = self._audio_window is None or self.updates - self._audio_window.update >= self.config.audio_every
+        if not due:
+            return self._audio_window
+        fresh = _AudioWindow(audio, content_digest(audio.tobytes()), self.updates, now)
+        if not background or self._audio_window is None:
+            self._audio_window = fresh
+            return fresh
+        if self._audio_job is None:  # else this stream's last window is still being encoded: the next update
+            # after it is done takes the newest window
             self._audio_job = _AUDIO_WORKER.submit(self._encode, fresh, degrade, encode, transcribe)
         return self._audio_window
 
