@@ -1,0 +1,80 @@
+"""V2's calibration targets compared on validation folds: the heads' own error (the default) against
+out-of-fold probes (`--calibration_target out_of_fold`), each at `--uncertainty_weight` 1 and 10.
+
+    python scripts/calibration_runs.py [--seed 0] [--runs_dir runs/calibration] [--build_args=--no_ladder] \
+        [--out results/calibration_out_of_fold.md]
+
+Trains (or reuses, when a run with the same arguments is there) V2 with each variant on the paired
+benchmark and on RAVDESS (their data prepared as scripts/real_data.py prepares it), records in each
+run the commit it trained at, and writes the validation comparison with scripts/compare_runs.py.
+Refuses to run on uncommitted changes unless --allow_dirty.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import compare_runs  # noqa: E402
+from arms import ARMS  # noqa: E402
+from real_data import prepare  # noqa: E402
+from report_files import generated_line, git_commit  # noqa: E402
+from run_experiments import run, stamp_commit, train_args  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "head": [],
+    "out_of_fold": ["--calibration_target", "out_of_fold"],
+    "head, uncertainty x10": ["--uncertainty_weight", "10"],
+    "out_of_fold, uncertainty x10": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "10"],
+}
+DATASETS = ("benchmark", "ravdess")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--cache_dir", default=str(Path.home() / ".cache" / "armer"))
+    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "calibration"))
+    p.add_argument("--out", default=str(ROOT / "results" / "calibration_out_of_fold.md"))
+    p.add_argument("--build_args", default="", help="extra arguments for armer.benchmark build (quoted), as "
+                                                    "scripts/run_experiments.py --build_args")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nice", type=int, default=10)
+    p.add_argument("--allow_dirty", action="store_true", help="run on uncommitted changes (the file says so)")
+    args = p.parse_args(argv)
+    args.test_actors = ["15", "16"]  # RAVDESS's, as scripts/real_data.py's default
+    return args
+
+
+def train(args: argparse.Namespace, flags: list[str], save: Path) -> Path:
+    cmd = [sys.executable, "-m", "armer.train", *flags, "--seed", str(args.seed), "--save_root", str(save)]
+    done = save / "summary.json"
+    if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
+        print(f"reusing {save}", flush=True)
+        return save
+    run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
+    stamp_commit(save)
+    return save
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if "+uncommitted" in git_commit() and not args.allow_dirty:
+        raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
+                         "or pass --allow_dirty (the file then says so)")
+    runs = []
+    for dataset in DATASETS:
+        data_flags, _ = prepare(args, dataset)
+        for label, flags in VARIANTS.items():
+            name = label.replace(", ", "-").replace(" ", "_")
+            save = train(args, [*data_flags, *ARMS["v2"], *flags], Path(args.runs_dir) / dataset / name)
+            runs.append(f"{dataset}, {label}={save}")
+    compare_runs.main([*runs, "--out", args.out], generated=generated_line("calibration_runs.py"))
+
+
+if __name__ == "__main__":
+    main()
