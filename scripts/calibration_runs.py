@@ -1,5 +1,5 @@
 """V2's calibration targets compared on validation folds: the heads' own error (the default) against
-out-of-fold probes (`--calibration_target out_of_fold`), each at `--uncertainty_weight` 1 and 10.
+out-of-fold probes (`--calibration_target out_of_fold`), each at `--uncertainty_weight` 1, 3 and 10.
 
     python scripts/calibration_runs.py [--seed 0] [--runs_dir runs/calibration] [--build_args=--no_ladder] \
         [--out results/calibration_out_of_fold.md]
@@ -28,7 +28,9 @@ from run_experiments import run, stamp_commit, train_args  # noqa: E402
 VARIANTS: dict[str, list[str]] = {
     "head": [],
     "out_of_fold": ["--calibration_target", "out_of_fold"],
+    "head, uncertainty x3": ["--uncertainty_weight", "3"],
     "head, uncertainty x10": ["--uncertainty_weight", "10"],
+    "out_of_fold, uncertainty x3": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "3"],
     "out_of_fold, uncertainty x10": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "10"],
 }
 DATASETS = ("benchmark", "ravdess")
