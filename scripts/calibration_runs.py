@@ -1,13 +1,15 @@
 """V2's calibration targets compared on validation folds: the heads' own error (the default) against
 out-of-fold probes (`--calibration_target out_of_fold`), each at `--uncertainty_weight` 1, 3 and 10.
 
-    python scripts/calibration_runs.py [--seed 0] [--runs_dir runs/calibration] [--build_args=--no_ladder] \
-        [--out results/calibration_out_of_fold.md]
+    python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
+        [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
 
 Trains (or reuses, when a run with the same arguments is there) V2 with each variant on the paired
 benchmark and on RAVDESS (their data prepared as scripts/real_data.py prepares it), records in each
-run the commit it trained at, and writes the validation comparison with scripts/compare_runs.py.
-Refuses to run on uncommitted changes unless --allow_dirty.
+run the commit it trained at, and writes the validation comparison with scripts/compare_runs.py:
+each run, and with several seeds the mean ± std over them. Seed 0's runs are in
+RUNS_DIR/DATASET/VARIANT, the others' in RUNS_DIR/DATASET/VARIANT-seedN. Refuses to run on
+uncommitted changes unless --allow_dirty.
 """
 from __future__ import annotations
 
@@ -17,21 +19,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import compare_runs  # noqa: E402
+import numpy as np  # noqa: E402
+from armer.constants import MODALITIES  # noqa: E402
 from arms import ARMS  # noqa: E402
 from real_data import prepare  # noqa: E402
 from report_files import generated_line, git_commit  # noqa: E402
 from run_experiments import run, stamp_commit, train_args  # noqa: E402
 
-VARIANTS: dict[str, list[str]] = {
+VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags
     "head": [],
     "out_of_fold": ["--calibration_target", "out_of_fold"],
-    "head, uncertainty x3": ["--uncertainty_weight", "3"],
-    "head, uncertainty x10": ["--uncertainty_weight", "10"],
-    "out_of_fold, uncertainty x3": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "3"],
-    "out_of_fold, uncertainty x10": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "10"],
+    "head-uncertainty_x3": ["--uncertainty_weight", "3"],
+    "head-uncertainty_x10": ["--uncertainty_weight", "10"],
+    "out_of_fold-uncertainty_x3": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "3"],
+    "out_of_fold-uncertainty_x10": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "10"],
 }
 DATASETS = ("benchmark", "ravdess")
 
@@ -44,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "results" / "calibration_out_of_fold.md"))
     p.add_argument("--build_args", default="", help="extra arguments for armer.benchmark build (quoted), as "
                                                     "scripts/run_experiments.py --build_args")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--nice", type=int, default=10)
     p.add_argument("--allow_dirty", action="store_true", help="run on uncommitted changes (the file says so)")
     args = p.parse_args(argv)
@@ -52,8 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train(args: argparse.Namespace, flags: list[str], save: Path) -> Path:
-    cmd = [sys.executable, "-m", "armer.train", *flags, "--seed", str(args.seed), "--save_root", str(save)]
+def train(args: argparse.Namespace, flags: list[str], seed: int, save: Path) -> Path:
+    cmd = [sys.executable, "-m", "armer.train", *flags, "--seed", str(seed), "--save_root", str(save)]
     done = save / "summary.json"
     if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
         print(f"reusing {save}", flush=True)
@@ -68,14 +74,39 @@ def main(argv: list[str] | None = None) -> None:
     if "+uncommitted" in git_commit() and not args.allow_dirty:
         raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
                          "or pass --allow_dirty (the file then says so)")
-    runs = []
+    runs, groups = [], {}
     for dataset in DATASETS:
         data_flags, _ = prepare(args, dataset)
-        for label, flags in VARIANTS.items():
-            name = label.replace(", ", "-").replace(" ", "_")
-            save = train(args, [*data_flags, *ARMS["v2"], *flags], Path(args.runs_dir) / dataset / name)
-            runs.append(f"{dataset}, {label}={save}")
-    compare_runs.main([*runs, "--out", args.out], generated=generated_line("calibration_runs.py"))
+        for name in args.variants:
+            for seed in args.seeds:
+                save = Path(args.runs_dir) / dataset / (name if seed == 0 else f"{name}-seed{seed}")
+                train(args, [*data_flags, *ARMS["v2"], *VARIANTS[name]], seed, save)
+                runs.append(f"{dataset}, {name}{'' if len(args.seeds) == 1 else f', seed {seed}'}={save}")
+                groups.setdefault(f"{dataset}, {name}", []).append(save)
+    before = seed_means(groups) if len(args.seeds) > 1 else None
+    compare_runs.main([*runs, "--out", args.out], generated=generated_line("calibration_runs.py"), before=before)
+
+
+def seed_means(groups: dict[str, list[Path]]) -> list[str]:
+    """The table of each dataset and variant's mean ± std over its seeds."""
+    def cell(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values):.{digits}f}"
+
+    lines = ["Mean ± std over the seeds:", "",
+             "| variant | full | missing-rate mean | weight audio / text / video | clean -> degraded view, "
+             "audio / text / video |", "|---|---|---|---|---|"]
+    for label, saves in groups.items():
+        validation = [json.loads((save / "summary.json").read_text())["validation"] for save in saves]
+        key = "waf" if "waf" in validation[0]["full"] else "acc2"
+        degraded = [v.get("degraded") for v in validation]
+        cells = [cell([v["full"][key] for v in validation], 100, 1),
+                 cell([v["missing_rate"]["mean"][key] for v in validation], 100, 1),
+                 " / ".join(cell([v["weight_mean"][m] for v in validation]) for m in MODALITIES),
+                 " / ".join(f"{cell([d[m]['weight_clean'] for d in degraded])} -> "
+                            f"{cell([d[m]['weight_degraded'] for d in degraded])}" if all(degraded) else "n/a"
+                            for m in MODALITIES)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, "", "Each run:", ""]
 
 
 if __name__ == "__main__":

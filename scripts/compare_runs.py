@@ -38,15 +38,16 @@ def row(label: str, summary: dict) -> tuple[str, dict]:
     return f"| {label} | " + " | ".join(cells) + " |", data
 
 
-def main(argv: list[str] | None = None, generated: str | None = None) -> None:
-    """`generated`: the provenance line, when another script trained the runs and calls this one."""
+def main(argv: list[str] | None = None, generated: str | None = None, before: list[str] | None = None) -> None:
+    """`generated`: the provenance line, when another script trained the runs and calls this one;
+    `before`: lines of its own, put before the table of the runs."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     lines = ["# Runs compared on their validation folds", "", generated or generated_line("compare_runs.py"), "",
              f"Written at commit `{git_commit()}`; each run records the commit it trained at (`commit`, when "
-             "a results script trained it) and its arguments, below.", "",
+             "a results script trained it) and its arguments, below.", "", *(before or []),
              "| run | full | missing-rate mean | weight audio / text / video | clean -> degraded view, audio / text / video |",
              "|---|---|---|---|---|"]
     data, first_args = {}, None
