@@ -5,7 +5,7 @@ out-of-fold probes (`--calibration_target out_of_fold`), each at `--uncertainty_
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
 
 Trains (or reuses, when a run with the same arguments is there) V2 with each variant on the paired
-benchmark and on RAVDESS (their data prepared as scripts/real_data.py prepares it), records in each
+benchmark and on RAVDESS (or --datasets; their data prepared as scripts/real_data.py prepares it), records in each
 run the commit it trained at, and writes the validation comparison with scripts/compare_runs.py:
 each run, and with several seeds the mean ± std over them. Seed 0's runs are in
 RUNS_DIR/DATASET/VARIANT, the others' in RUNS_DIR/DATASET/VARIANT-seedN. Refuses to run on
@@ -26,7 +26,7 @@ import compare_runs  # noqa: E402
 import numpy as np  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from arms import ARMS  # noqa: E402
-from real_data import prepare  # noqa: E402
+from real_data import NOISE_TEXT, prepare  # noqa: E402
 from report_files import generated_line, git_commit  # noqa: E402
 from run_experiments import run, stamp_commit, train_args  # noqa: E402
 
@@ -38,7 +38,7 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags
     "out_of_fold-uncertainty_x3": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "3"],
     "out_of_fold-uncertainty_x10": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "10"],
 }
-DATASETS = ("benchmark", "ravdess")
+DATASETS = ("benchmark", "ravdess", NOISE_TEXT)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "scripts/run_experiments.py --build_args")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS[:2]), choices=list(DATASETS),
+                   help=f"{NOISE_TEXT}: the paired benchmark with its text replaced by noise (scripts/real_data.py)")
     p.add_argument("--nice", type=int, default=10)
     p.add_argument("--allow_dirty", action="store_true", help="run on uncommitted changes (the file says so)")
     args = p.parse_args(argv)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
                          "or pass --allow_dirty (the file then says so)")
     runs, groups = [], {}
-    for dataset in DATASETS:
+    for dataset in args.datasets:
         data_flags, _ = prepare(args, dataset)
         for name in args.variants:
             for seed in args.seeds:
