@@ -28,7 +28,7 @@ from armer.constants import MODALITIES  # noqa: E402
 from arms import ARMS  # noqa: E402
 from real_data import NOISE_TEXT, prepare  # noqa: E402
 from report_files import generated_line, git_commit  # noqa: E402
-from run_experiments import run, stamp_commit, train_args  # noqa: E402
+from run_experiments import train_once  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags
     "head": [],
@@ -60,17 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train(args: argparse.Namespace, flags: list[str], seed: int, save: Path) -> Path:
-    cmd = [sys.executable, "-m", "armer.train", *flags, "--seed", str(seed), "--save_root", str(save)]
-    done = save / "summary.json"
-    if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
-        print(f"reusing {save}", flush=True)
-        return save
-    run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
-    stamp_commit(save)
-    return save
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if "+uncommitted" in git_commit() and not args.allow_dirty:
@@ -82,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.variants:
             for seed in args.seeds:
                 save = Path(args.runs_dir) / dataset / (name if seed == 0 else f"{name}-seed{seed}")
-                train(args, [*data_flags, *ARMS["v2"], *VARIANTS[name]], seed, save)
+                cmd = [sys.executable, "-m", "armer.train", *data_flags, *ARMS["v2"], *VARIANTS[name],
+                       "--seed", str(seed), "--save_root", str(save)]
+                train_once(cmd, save, args.nice, f"{dataset} {name} seed {seed}")
                 runs.append(f"{dataset}, {name}{'' if len(args.seeds) == 1 else f', seed {seed}'}={save}")
                 groups.setdefault(f"{dataset}, {name}", []).append(save)
     before = seed_means(groups) if len(args.seeds) > 1 else None

@@ -44,7 +44,7 @@ from arms import ARMS, ARM_NAMES as TRAINED_ARM_NAMES  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.model.missing import DROP_PATTERNS  # noqa: E402
 from report_files import generated_line, git_commit, write_report  # noqa: E402
-from run_experiments import ms, run, stamp_commit, train_args  # noqa: E402
+from run_experiments import ms, run, train_once  # noqa: E402
 
 ARM_NAMES = {**TRAINED_ARM_NAMES, "nb": "naive-Bayes late fusion"}
 MOSI_EPOCHS = 30
@@ -135,14 +135,7 @@ def train(args: argparse.Namespace, dataset: str, flags: list[str], arm: str, se
     save = Path(args.runs_dir) / dataset / f"{arm}-seed{seed}"
     cmd = [sys.executable, "-m", "armer.train", *flags, *ARMS[arm], "--seed", str(seed), "--save_root", str(save),
            *(MOSI_FIXED if dataset == "mosi" else []), *shlex.split(args.train_args)]
-    done = save / "summary.json"
-    # the same arguments, every default included (a changed default trains again)
-    if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
-        print(f"{dataset} {arm} seed {seed}: reusing {save}", flush=True)
-        return save
-    run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
-    stamp_commit(save)
-    return save
+    return train_once(cmd, save, args.nice, f"{dataset} {arm} seed {seed}")
 
 
 def train_benchmark(args: argparse.Namespace, arm: str, seed: int) -> Path:

@@ -179,6 +179,19 @@ def stamp_commit(save: Path) -> None:
     (save / "summary.json").write_text(json.dumps({**summary, "commit": git_commit()}, indent=1), encoding="utf-8")
 
 
+def train_once(cmd: list[str], save: Path, nice: int, name: str) -> Path:
+    """Run the `python -m armer.train` command `cmd` into `save` and record its commit there, unless
+    `save` holds a finished run with the same arguments (every default included: a changed default
+    trains again); `name` says which run in the log."""
+    done = save / "summary.json"
+    if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
+        print(f"{name}: reusing {save}", flush=True)
+        return save
+    run(cmd, save.parent / f"{save.name}.log", nice=nice)
+    stamp_commit(save)
+    return save
+
+
 def train_run(args, manifest: dict, arm: str, seed: int) -> Path:
     """`arm`'s run with `seed` in --runs_dir: reused when it is there with the same command, else trained."""
     save = Path(args.runs_dir) / f"{arm}-seed{seed}"
