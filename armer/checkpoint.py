@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from armer.config import ModelConfig
+from armer.config import ABSENT_MEANS, ModelConfig
 from armer.constants import MODALITIES
 from armer.device import DeviceSpec, device_name
 from armer.model import Ensemble, create_model
@@ -34,9 +34,8 @@ FORMAT = "armer-checkpoint"
 # 2: the members' weights stacked in one network (armer.model.RobustBase)
 VERSION = 3
 READABLE_VERSIONS = (2, 3)
-# Model options added since version 2 whose default differs from how older files were trained:
-# a config.json without the key gets this value, not today's default.
-ABSENT_MEANS = {"expert_fusion": False}
+# A config.json without one of these model settings was trained with the value here, not today's default.
+MODEL_ABSENT_MEANS = {name: value for name, value in ABSENT_MEANS.items() if name in ModelConfig.__dataclass_fields__}
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATISTICS_PREFIX = "normalization."
@@ -153,7 +152,7 @@ def parse_info(raw: dict[str, Any], source: Path, statistics: dict[str, torch.Te
     if version == 2:
         model_values, training = _from_version_2(model_values, training)
     try:
-        model = ModelConfig.from_dict({**ABSENT_MEANS, **model_values})
+        model = ModelConfig.from_dict({**MODEL_ABSENT_MEANS, **model_values})
     except (TypeError, ValueError) as exc:
         raise fail(f"invalid model config: {exc}") from exc
     labels = raw["label_names"]

@@ -30,9 +30,9 @@ from real_data import NOISE_TEXT, prepare  # noqa: E402
 from report_files import generated_line, git_commit  # noqa: E402
 from run_experiments import train_once  # noqa: E402
 
-VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags
-    "head": [],
-    "out_of_fold": ["--calibration_target", "out_of_fold"],
+VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertainty weight 1 was the default then
+    "head": ["--uncertainty_weight", "1"],
+    "out_of_fold": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "1"],
     "head-uncertainty_x3": ["--uncertainty_weight", "3"],
     "head-uncertainty_x10": ["--uncertainty_weight", "10"],
     "out_of_fold-uncertainty_x3": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "3"],

@@ -153,13 +153,26 @@ def train_args(cmd: list[str]) -> dict:
     return vars(parser.parse_args(cmd[3:]))
 
 
+def same_training(recorded: dict, wanted: dict) -> bool:
+    """Whether a run recorded with the arguments `recorded` trained as `wanted` would: the same
+    values, where a setting the run predates counts as the value it then ran with
+    (`armer.config.ABSENT_MEANS`), and a setting that changes nothing for either is left out
+    (`armer.config.inert_settings`: a new V2-only default does not retrain V1)."""
+    from armer.config import ABSENT_MEANS, inert_settings
+
+    recorded, wanted = {**ABSENT_MEANS, **recorded}, {**ABSENT_MEANS, **wanted}
+    ignored = inert_settings(recorded) & inert_settings(wanted)
+    return ({k: v for k, v in recorded.items() if k not in ignored}
+            == {k: v for k, v in wanted.items() if k not in ignored})
+
+
 def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
-    """A finished run of the same command (same arguments, defaults included), newer than the
+    """A finished run of the same training (`same_training`, defaults included), newer than the
     benchmark it trained on, whose checkpoint the current model code still loads."""
     done = save / "summary.json"
     if not done.is_file() or done.stat().st_mtime < (bench / "manifest.json").stat().st_mtime:
         return False
-    if json.loads(done.read_text()).get("args") != train_args(cmd):
+    if not same_training(json.loads(done.read_text()).get("args") or {}, train_args(cmd)):
         return False
     from armer.checkpoint import CheckpointError, load_checkpoint
 
@@ -181,10 +194,10 @@ def stamp_commit(save: Path) -> None:
 
 def train_once(cmd: list[str], save: Path, nice: int, name: str) -> Path:
     """Run the `python -m armer.train` command `cmd` into `save` and record its commit there, unless
-    `save` holds a finished run with the same arguments (every default included: a changed default
-    trains again); `name` says which run in the log."""
+    `save` holds a finished run that trained the same way (`same_training`: a changed default trains
+    again where it matters); `name` says which run in the log."""
     done = save / "summary.json"
-    if done.is_file() and json.loads(done.read_text()).get("args") == train_args(cmd):
+    if done.is_file() and same_training(json.loads(done.read_text()).get("args") or {}, train_args(cmd)):
         print(f"{name}: reusing {save}", flush=True)
         return save
     run(cmd, save.parent / f"{save.name}.log", nice=nice)

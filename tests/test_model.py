@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from armer.config import ModelConfig
+from armer.config import ModelConfig, TrainConfig, inert_settings
 from armer.constants import FEATURE_KEYS
 from armer.model import batched
 from armer.model.missing import DROP_PATTERNS, sample_modality_dropout
@@ -184,6 +184,46 @@ def test_expert_fusion_adds_each_present_modality_s_own_prediction_weighted_by_f
     assert torch.allclose(out.logits[4:], mixed, atol=1e-5)
     batch["texts"] = batch["texts"] + 5.0  # a missing modality's expert has no say
     assert torch.allclose(model(batch).logits[:4], out.logits[:4], atol=1e-5)
+
+
+# A value other than the default for each setting inert_settings may name.
+CHANGED = {"use_vae": False, "kl_weight": 0.5, "recon_weight": 0.0, "recon_dims": 0, "cross_kl_weight": 0.3,
+           "use_proxy_attention": False, "fusion_temperature": 1.0, "num_attention_heads": 2,
+           "calibration_weight": 0.5, "uncertainty_weight": 7.0, "expert_fusion": False,
+           "calibration_target": "out_of_fold"}
+
+
+def train_step(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Logits, loss and gradients of one training step from a fixed initialisation and batch."""
+    torch.manual_seed(0)
+    model = create_model(config).train()
+    batch, labels = make_batch(16), torch.randint(0, 6, (16,))
+    out = model({**batch, "emos": labels})
+    loss = F.cross_entropy(out.logits, labels) + out.interloss
+    loss.backward()
+    return out.logits.detach(), loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]
+
+
+def same_step(a: tuple, b: tuple) -> bool:
+    return (torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and len(a[2]) == len(b[2])
+            and all(torch.equal(x, y) for x, y in zip(a[2], b[2])))
+
+
+def test_settings_called_inert_change_nothing_and_the_others_do():
+    v1 = tiny_config("attention_robust")
+    inert = inert_settings({**v1.to_dict(), **TrainConfig().__dict__})
+    assert {"uncertainty_weight", "fusion_temperature", "calibration_weight", "calibration_target"} <= inert
+    assert set(inert) <= set(CHANGED)
+    model_inert = {k: CHANGED[k] for k in inert if k in v1.to_dict()}
+    assert same_step(train_step(v1), train_step(tiny_config("attention_robust", **model_inert)))
+    assert not same_step(train_step(v1), train_step(tiny_config("attention_robust", dropout=0.1)))
+
+    silent = tiny_config(calibration_weight=0.0)  # the seed recipe's: no calibration term
+    assert inert_settings(silent.to_dict()) == {"uncertainty_weight"}
+    assert same_step(train_step(silent), train_step(tiny_config(calibration_weight=0.0, uncertainty_weight=7.0)))
+    v2 = tiny_config()
+    assert not inert_settings(v2.to_dict())
+    assert not same_step(train_step(v2), train_step(tiny_config(uncertainty_weight=7.0)))
 
 
 def test_config_round_trips_through_dict():

@@ -127,3 +127,19 @@ def test_train_commands_carry_each_arms_flags_and_the_recipe_defaults(tmp_path):
     assert parsed["seed"]["epochs"] == 7 and parsed["seed"]["lr"] == 0.01
     assert parsed["v2"]["recipe"] == "armer" and parsed["v2"]["optimizer"] != "adamw"
     assert parsed["seed"]["degraded_views"] == 0 and parsed["v2"]["degraded_views"] == 0.25  # the arm wins
+
+
+def test_a_run_is_reused_only_where_a_new_default_changes_nothing(tmp_path):
+    """A run recorded before uncertainty_weight existed trained with 1: V1 and the seed recipe (no
+    calibration term) are reused at today's default, V2 is trained again."""
+    args = rx.parse_args(["--bench_dir", str(tmp_path)])
+    manifest = {"feature_folders": {m: f"{m}-UTT" for m in MODALITIES}}
+    for arm, reused in (("v1", True), ("seed", True), ("v2", False)):
+        wanted = rx.train_args(rx.train_command(args, manifest, arm, 0, tmp_path / arm))
+        assert wanted["uncertainty_weight"] != 1.0
+        old = {k: v for k, v in wanted.items() if k not in ("uncertainty_weight", "calibration_target")}
+        assert rx.same_training(old, wanted) is reused
+        assert rx.same_training(old, {**wanted, "uncertainty_weight": 1.0})
+        assert not rx.same_training(old, {**wanted, "seed": 1})
+        assert not rx.same_training({**old, "model": "attention_robust_v2" if arm == "v1" else "attention_robust"},
+                                    wanted)
