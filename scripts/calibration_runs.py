@@ -1,5 +1,7 @@
-"""V2's calibration targets compared on validation folds: the heads' own error (the default) against
-out-of-fold probes (`--calibration_target out_of_fold`), each at `--uncertainty_weight` 1, 3 and 10.
+"""V2 variants compared on validation folds: the calibration targets, the heads' own error (the
+default) against out-of-fold probes (`--calibration_target out_of_fold`), each at
+`--uncertainty_weight` 1, 3 and 10; and V2 at its defaults with one part of the seed's recipe at a
+time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
@@ -37,6 +39,12 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "head-uncertainty_x10": ["--uncertainty_weight", "10"],
     "out_of_fold-uncertainty_x3": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "3"],
     "out_of_fold-uncertainty_x10": ["--calibration_target", "out_of_fold", "--uncertainty_weight", "10"],
+    "defaults": [],
+    "seed_raw_features": ["--no-normalize"],
+    "seed_optimizer": ["--optimizer", "adamw", "--lr", "5e-4", "--l2", "5e-5"],
+    "seed_schedule": ["--lr_patience", "10", "--early_stop", "30"],
+    "seed_selection": ["--select_from_epoch", "1"],
+    "seed_no_degraded_views": ["--degraded_views", "0"],
 }
 DATASETS = ("benchmark", "ravdess", NOISE_TEXT)
 
@@ -53,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--datasets", nargs="+", default=list(DATASETS[:2]), choices=list(DATASETS),
                    help=f"{NOISE_TEXT}: the paired benchmark with its text replaced by noise (scripts/real_data.py)")
+    p.add_argument("--test", nargs="*", default=[], metavar="CORPUS",
+                   help="also these test corpora's scores (e.g. test1 test2), to read, never to choose by")
     p.add_argument("--nice", type=int, default=10)
     p.add_argument("--allow_dirty", action="store_true", help="run on uncommitted changes (the file says so)")
     args = p.parse_args(argv)
@@ -76,21 +86,24 @@ def main(argv: list[str] | None = None) -> None:
                 train_once(cmd, save, args.nice, f"{dataset} {name} seed {seed}")
                 runs.append(f"{dataset}, {name}{'' if len(args.seeds) == 1 else f', seed {seed}'}={save}")
                 groups.setdefault(f"{dataset}, {name}", []).append(save)
-    before = seed_means(groups) if len(args.seeds) > 1 else None
-    compare_runs.main([*runs, "--out", args.out], generated=generated_line("calibration_runs.py"), before=before)
+    before = seed_means(groups, args.test) if len(args.seeds) > 1 else None
+    compare_runs.main([*runs, "--out", args.out, "--test", *args.test], generated=generated_line("calibration_runs.py"),
+                      before=before)
 
 
-def seed_means(groups: dict[str, list[Path]]) -> list[str]:
-    """The table of each dataset and variant's mean ± std over its seeds."""
+def seed_means(groups: dict[str, list[Path]], tests: list[str] = ()) -> list[str]:
+    """The table of each dataset and variant's mean ± std over its seeds (and `tests`' scores)."""
     def cell(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
         return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values):.{digits}f}"
 
+    header, rule = compare_runs.test_header(tests)
     lines = ["Mean ± std over the seeds:", "",
              "| variant | full | missing-rate mean | weight audio / text / video | clean -> degraded view, "
-             "audio / text / video |", "|---|---|---|---|---|"]
+             "audio / text / video |" + header, "|---|---|---|---|---|" + rule]
     for label, saves in groups.items():
-        validation = [json.loads((save / "summary.json").read_text())["validation"] for save in saves]
-        key = "waf" if "waf" in validation[0]["full"] else "acc2"
+        summaries = [json.loads((save / "summary.json").read_text()) for save in saves]
+        validation = [summary["validation"] for summary in summaries]
+        key = compare_runs.metric_key(validation[0])
         degraded = [v.get("degraded") for v in validation]
         cells = [cell([v["full"][key] for v in validation], 100, 1),
                  cell([v["missing_rate"]["mean"][key] for v in validation], 100, 1),
@@ -98,6 +111,10 @@ def seed_means(groups: dict[str, list[Path]]) -> list[str]:
                  " / ".join(f"{cell([d[m]['weight_clean'] for d in degraded])} -> "
                             f"{cell([d[m]['weight_degraded'] for d in degraded])}" if all(degraded) else "n/a"
                             for m in MODALITIES)]
+        for name in tests:
+            scores = [summary["results"][name] for summary in summaries if name in (summary.get("results") or {})]
+            cells.append(f"{cell([r['full'][key] for r in scores], 100, 1)} / "
+                         f"{cell([r['missing_rate']['mean'][key] for r in scores], 100, 1)}" if scores else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return [*lines, "", "Each run:", ""]
 
