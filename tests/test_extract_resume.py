@@ -2,6 +2,7 @@
 and a rerun verifies what exists, redoes corrupt files and ends where a clean run ends."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -17,11 +18,22 @@ from armer.extractors.__main__ import main as cli_main
 from armer.extractors.samples import face_image, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
-N_CLIPS = 6
+N_CLIPS = 10
 VIDEO_DIR = "fer2013-cnn-UTT"
 VIDEO_DIM = 256
 # video features only (about a second a clip); the given transcripts still go to the records
 BACKENDS = ["--audio", "none", "--text", "none", "--video", "fer2013-cnn", "--no-asr"]
+
+
+@pytest.fixture(autouse=True)
+def no_collector_pauses():
+    """The tests signal a child after its first record, while it has a few seconds of clips left; a
+    full garbage collection of everything earlier tests left in this process can take about as
+    long, and the child then finished before its Ctrl-C was sent."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +55,13 @@ def corpus(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     return root / "clips", table, texts
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child before it runs the CLI: Ctrl-C neither ignored nor blocked, whatever earlier tests
+    left in this process (a child inherits both, and then never sees the SIGINT the test sends)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def start(clips: Path, table: Path, out: Path, batching: list[str]) -> tuple[subprocess.Popen, Path]:
     """The CLI as a child process (one thread) and the file its stderr goes to."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -51,7 +70,8 @@ def start(clips: Path, table: Path, out: Path, batching: list[str]) -> tuple[sub
            *BACKENDS, *batching]
     err = out.parent / f"{out.name}-{time.monotonic_ns()}.err"
     with open(err, "w") as err_file:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err_file), err
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err_file,
+                                preexec_fn=ctrl_c_as_in_a_terminal), err
 
 
 def wait_for_records(out: Path, proc: subprocess.Popen, err: Path, count: int, timeout: float = 180.0) -> None:
