@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -166,13 +167,18 @@ def same_training(recorded: dict, wanted: dict) -> bool:
             == {k: v for k, v in wanted.items() if k not in ignored})
 
 
-def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
-    """A finished run of the same training (`same_training`, defaults included), newer than the
-    benchmark it trained on, whose checkpoint the current model code still loads."""
+def trained_alike(save: Path, cmd: list[str]) -> bool:
+    """`save` holds a finished run that trained as the command `cmd` would (`same_training`)."""
     done = save / "summary.json"
-    if not done.is_file() or done.stat().st_mtime < (bench / "manifest.json").stat().st_mtime:
+    return done.is_file() and same_training(json.loads(done.read_text()).get("args") or {}, train_args(cmd))
+
+
+def reusable(save: Path, cmd: list[str], bench: Path) -> bool:
+    """A finished run of the same training (`trained_alike`, defaults included), newer than the
+    benchmark it trained on, whose checkpoint the current model code still loads."""
+    if not trained_alike(save, cmd):
         return False
-    if not same_training(json.loads(done.read_text()).get("args") or {}, train_args(cmd)):
+    if (save / "summary.json").stat().st_mtime < (bench / "manifest.json").stat().st_mtime:
         return False
     from armer.checkpoint import CheckpointError, load_checkpoint
 
@@ -192,12 +198,12 @@ def stamp_commit(save: Path) -> None:
     (save / "summary.json").write_text(json.dumps({**summary, "commit": git_commit()}, indent=1), encoding="utf-8")
 
 
-def train_once(cmd: list[str], save: Path, nice: int, name: str) -> Path:
+def train_once(cmd: list[str], save: Path, nice: int, name: str,
+               reuse: Callable[[Path, list[str]], bool] = trained_alike) -> Path:
     """Run the `python -m armer.train` command `cmd` into `save` and record its commit there, unless
-    `save` holds a finished run that trained the same way (`same_training`: a changed default trains
-    again where it matters); `name` says which run in the log."""
-    done = save / "summary.json"
-    if done.is_file() and same_training(json.loads(done.read_text()).get("args") or {}, train_args(cmd)):
+    `reuse(save, cmd)`: by default, `save` holds a finished run that trained the same way (a changed
+    default trains again where it matters); `name` says which run in the log."""
+    if reuse(save, cmd):
         print(f"{name}: reusing {save}", flush=True)
         return save
     run(cmd, save.parent / f"{save.name}.log", nice=nice)
@@ -209,12 +215,8 @@ def train_run(args, manifest: dict, arm: str, seed: int) -> Path:
     """`arm`'s run with `seed` in --runs_dir: reused when it is there with the same command, else trained."""
     save = Path(args.runs_dir) / f"{arm}-seed{seed}"
     cmd = train_command(args, manifest, arm, seed, save)
-    if reusable(save, cmd, Path(args.bench_dir)):
-        print(f"{arm} seed {seed}: reusing {save}", flush=True)
-    else:
-        run(cmd, save.parent / f"{save.name}.log", nice=args.nice)
-        stamp_commit(save)
-    return save
+    return train_once(cmd, save, args.nice, f"{arm} seed {seed}",
+                      reuse=lambda s, c: reusable(s, c, Path(args.bench_dir)))
 
 
 def train_runs(args, manifest: dict) -> dict[str, dict[int, Path]]:
