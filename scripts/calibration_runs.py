@@ -1,7 +1,8 @@
 """V2 variants compared on validation folds: the calibration targets, the heads' own error (the
 default) against out-of-fold probes (`--calibration_target out_of_fold`), each at
 `--uncertainty_weight` 1, 3 and 10; and V2 at its defaults with one part of the seed's recipe at a
-time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views).
+time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views);
+and V1 with standardised and with raw features (`v1`, `v1_raw_features`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
@@ -45,6 +46,8 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "seed_schedule": ["--lr_patience", "10", "--early_stop", "30"],
     "seed_selection": ["--select_from_epoch", "1"],
     "seed_no_degraded_views": ["--degraded_views", "0"],
+    "v1": ["--model", "attention_robust"],  # V1 (after V2's flags: its --model wins), for its feature scaling
+    "v1_raw_features": ["--model", "attention_robust", "--no-normalize"],
 }
 DATASETS = ("benchmark", "ravdess", NOISE_TEXT)
 
