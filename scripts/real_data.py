@@ -44,7 +44,7 @@ from arms import ARMS, ARM_NAMES as TRAINED_ARM_NAMES  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.model.missing import DROP_PATTERNS  # noqa: E402
 from report_files import generated_line, git_commit, write_report  # noqa: E402
-from run_experiments import ms, run, train_once  # noqa: E402
+from run_experiments import BENCHMARK_FEATURE_SCALING, FEATURE_SCALING, ms, run, train_once  # noqa: E402
 
 ARM_NAMES = {**TRAINED_ARM_NAMES, "nb": "naive-Bayes late fusion"}
 MOSI_EPOCHS = 30
@@ -98,11 +98,11 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
         folders = manifest["feature_folders"]
         flags = ["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
                  *[x for m in MODALITIES for x in (f"--{m}_feature", folders[m])],
-                 "--fold_groups", "speaker", "--degraded_views", "0.25"]
+                 "--fold_groups", "speaker", "--degraded_views", "0.25", *FEATURE_SCALING[BENCHMARK_FEATURE_SCALING]]
         return flags, cmd
     if dataset == NOISE_TEXT:  # the benchmark's folders, its text swapped for a noise folder beside them
         flags, _ = prepare(args, "benchmark")
-        f = dict(zip(flags[::2], flags[1::2]))
+        f = flag_values(flags)
         cmd = [sys.executable, "-m", "armer.datasets", "useless", "--features_root", f["--features_root"],
                "--like", f["--text_feature"], "--name", NOISE_FOLDER, "--kind", "noise"]
         if not (Path(f["--features_root"]) / NOISE_FOLDER).is_dir():
@@ -118,6 +118,13 @@ def prepare(args: argparse.Namespace, dataset: str) -> tuple[list[str], list[str
         written = json.loads(manifest.read_text())
         manifest.write_text(json.dumps({**written, "command": cmd[3:]}, indent=1), encoding="utf-8")
     return json.loads(manifest.read_text())["train_flags"], cmd
+
+
+def flag_values(flags: list[str]) -> dict[str, str | None]:
+    """{"--name": value} of `python -m armer.train` flags; None for a flag without one (--no-normalize)."""
+    follows = [*flags[1:], None]
+    return {x: (None if nxt is None or nxt.startswith("--") else nxt)
+            for x, nxt in zip(flags, follows) if x.startswith("--")}
 
 
 def seeds_of(args: argparse.Namespace, dataset: str) -> list[int]:
@@ -152,7 +159,7 @@ def train_benchmark(args: argparse.Namespace, arm: str, seed: int) -> Path:
 def load(flags: list[str]):
     from armer.data import load_dataset
 
-    f = dict(zip(flags[::2], flags[1::2]))
+    f = flag_values(flags)
     return load_dataset(f["--features_root"], f["--label_path"], {m: f[f"--{m}_feature"] for m in MODALITIES})
 
 
@@ -163,7 +170,7 @@ def baseline(args: argparse.Namespace, dataset: str, flags: list[str], data, see
     path = Path(args.runs_dir) / dataset / f"nb-seed{seed}.json"
     if path.is_file() and json.loads(path.read_text()).get("flags") == flags:
         return json.loads(path.read_text())
-    f = dict(zip(flags[::2], flags[1::2]))
+    f = flag_values(flags)
     result = {"flags": flags, **evaluate_baseline(data, TrainConfig(seed=seed, fold_groups=f["--fold_groups"]))}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result), encoding="utf-8")
@@ -206,7 +213,7 @@ def ladder_corpora(args: argparse.Namespace, flags: list[str], data) -> tuple[di
         build_args = shlex.join(x for x in shlex.split(args.build_args) if x != "--no_ladder")
         _, cmd = build_benchmark(experiment_args(["--bench_dir", str(out), "--data_root", args.data_root,
                                                   f"--build_args={build_args}", "--nice", str(args.nice)]))
-        f = dict(zip(flags[::2], flags[1::2]))
+        f = flag_values(flags)
         source = load(["--features_root", str(out / "features"), "--label_path", str(out / "label-6way.npz"),
                        *[x for m in MODALITIES for x in (f"--{m}_feature", f[f"--{m}_feature"])]])
         for name in ("train", "test1"):  # the runs trained on the benchmark: the ladder's build must match it

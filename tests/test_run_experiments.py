@@ -129,6 +129,24 @@ def test_train_commands_carry_each_arms_flags_and_the_recipe_defaults(tmp_path):
     assert parsed["seed"]["degraded_views"] == 0 and parsed["v2"]["degraded_views"] == 0.25  # the arm wins
 
 
+def test_every_arm_trains_on_the_benchmarks_feature_scaling_and_the_seed_recipe_stays_raw(tmp_path):
+    manifest = {"feature_folders": {m: f"{m}-UTT" for m in MODALITIES}}
+    for scaling, normalized in (("raw", {"v1": False, "seed": False, "v2": False}),
+                                ("standardised", {"v1": True, "seed": False, "v2": True})):
+        args = rx.parse_args(["--bench_dir", str(tmp_path), "--feature_scaling", scaling])
+        assert {arm: rx.train_args(rx.train_command(args, manifest, arm, 0, tmp_path / arm))["normalize"]
+                for arm in rx.ARMS} == normalized
+    assert rx.parse_args([]).feature_scaling == rx.BENCHMARK_FEATURE_SCALING == "raw"
+
+
+def test_real_data_reads_train_flags_with_and_without_values():
+    from real_data import flag_values
+
+    flags = ["--features_root", "F", "--no-normalize", "--fold_groups", "speaker", "--lr", "-1e-3", "--normalize"]
+    assert flag_values(flags) == {"--features_root": "F", "--no-normalize": None, "--fold_groups": "speaker",
+                                  "--lr": "-1e-3", "--normalize": None}
+
+
 def test_a_run_is_reused_only_where_a_new_default_changes_nothing(tmp_path):
     """A run recorded before uncertainty_weight existed trained with 1: V1 and the seed recipe (no
     calibration term) are reused at today's default, V2 is trained again."""
