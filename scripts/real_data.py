@@ -246,23 +246,29 @@ DEMO_CLIP = ROOT / "examples" / "astronaut_talking.mp4"
 SEVERE = {"audio": {"snr_db": -5.0}, "text": {"word_drop": 0.9}, "video": {"blur": 8}}
 
 
-def demo_check(checkpoint: Path) -> list[str]:
-    """The shipped demo checkpoint on the example clip: each modality's weight clean and with only it
-    degraded at its ladder's most severe level, as `python -m armer.predict CLIP --<flag> <level>` gives."""
+def demo_weights(checkpoint: Path) -> dict[str, tuple[float, float]]:
+    """modality -> (its fusion weight on the example clip clean, with only it at its ladder's most
+    severe level), as `python -m armer.predict CLIP --<flag> <level>` gives with `checkpoint`."""
     from armer.predict.predictor import Degrade, Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
     clean = predictor.predict(video=DEMO_CLIP).weights
+    return {m: (clean[m], predictor.predict(video=DEMO_CLIP, degrade=Degrade(**level)).weights[m])
+            for m, level in SEVERE.items()}
+
+
+def demo_check(checkpoint: Path) -> list[str]:
+    """The shipped demo checkpoint on the example clip: each modality's weight clean and with only it
+    degraded at its ladder's most severe level."""
     lines = [f"Demo checkpoint (`{checkpoint.relative_to(ROOT)}`) on `{DEMO_CLIP.relative_to(ROOT)}`: each modality's "
              "fusion weight clean and with only that modality at its ladder's most severe level "
              "(`python -m armer.predict CLIP --<flag> <level>`):", "",
              "| flag | weight clean | weight degraded | change |", "|---|---|---|---|"]
     changes = {}
-    for m, level in SEVERE.items():
-        degraded = predictor.predict(video=DEMO_CLIP, degrade=Degrade(**level)).weights
-        changes[m] = degraded[m] / clean[m] - 1.0
-        flag = " ".join(f"--{k} {v:g}" for k, v in level.items())
-        lines.append(f"| `{flag}` ({m}) | {clean[m]:.3f} | {degraded[m]:.3f} | {100 * changes[m]:+.0f}% |")
+    for m, (clean, degraded) in demo_weights(checkpoint).items():
+        changes[m] = degraded / clean - 1.0
+        flag = " ".join(f"--{k} {v:g}" for k, v in SEVERE[m].items())
+        lines.append(f"| `{flag}` ({m}) | {clean:.3f} | {degraded:.3f} | {100 * changes[m]:+.0f}% |")
     met = changes["audio"] <= -0.30
     lines += ["", f"- the demo checkpoint lowers the audio weight by 30%+ at {SEVERE['audio']['snr_db']:g} dB SNR: "
                   f"{100 * changes['audio']:+.0f}% -> **{'met' if met else 'NOT met'}**", ""]

@@ -136,7 +136,19 @@ def test_every_arm_trains_on_the_benchmarks_feature_scaling_and_the_seed_recipe_
         args = rx.parse_args(["--bench_dir", str(tmp_path), "--feature_scaling", scaling])
         assert {arm: rx.train_args(rx.train_command(args, manifest, arm, 0, tmp_path / arm))["normalize"]
                 for arm in rx.ARMS} == normalized
-    assert rx.parse_args([]).feature_scaling == rx.BENCHMARK_FEATURE_SCALING == "raw"
+    assert rx.parse_args([]).feature_scaling == rx.BENCHMARK_FEATURE_SCALING == "standardised"
+
+
+def test_demo_weights_refuses_a_group_without_runs(tmp_path, capsys):
+    import demo_weights
+
+    (tmp_path / "run-a" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run-b").mkdir()
+    assert demo_weights.parse_args([f"x={tmp_path}/run-*"]).runs == {"x": [tmp_path / "run-a"]}
+    for bad in (f"{tmp_path}/run-*", f"x={tmp_path}/nothing-*"):
+        with pytest.raises(SystemExit):
+            demo_weights.parse_args([bad])
+        assert "LABEL=GLOB" in capsys.readouterr().err
 
 
 def test_real_data_reads_train_flags_with_and_without_values():
