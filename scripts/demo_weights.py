@@ -2,7 +2,8 @@
 ladder's most severe level (`scripts/real_data.py`'s demo check, for every run of a group, not only
 the exported checkpoint), mean over each group's runs.
 
-    python scripts/demo_weights.py "raw=runs/experiments/v2-seed*" "standardised=runs/calibration/benchmark/defaults*" \
+    python scripts/demo_weights.py "raw=runs/calibration/benchmark/seed_raw_features*" \
+        "standardised=runs/calibration/benchmark/defaults*" \
         --out results/demo_weights_by_scaling.md
 
 Each argument is LABEL=GLOB: the run folders (with a `checkpoint/` inside) of one group.

@@ -56,8 +56,8 @@ RATES = [f"{r:.1f}" for r in MISSING_RATES]
 # higher on the benchmark's validation folds, V1 more than V2 (V1 92.1 / 78.1 and V2 91.9 / 77.3, all
 # modalities / missing-rate mean, against 89.0 / 75.1 and 89.6 / 75.2: results/raw_features_5seeds.md,
 # results/v1_raw_features_5seeds.md), but V2's weights follow reliability less on raw features: a
-# degraded face's weight falls 64% on validation against 73%, and on the demo clip noise lowers the
-# speech weight by 38% on average standardised, not at all raw (results/demo_weights_by_scaling.md).
+# degraded face's weight falls 64% on validation against 73%, and on the demo clip noise at -5 dB
+# changes the speech weight by -37% ± 14 standardised and +6% ± 24 raw (results/demo_weights_by_scaling.md).
 FEATURE_SCALING = {"raw": ["--no-normalize"], "standardised": []}
 BENCHMARK_FEATURE_SCALING = "standardised"
 
