@@ -20,6 +20,7 @@ from armer.constants import FEAT_TYPES
 MISSING_MODES = ("mask", "zeros")
 OPTIMIZERS = ("adam", "adamw")
 CALIBRATION_TARGETS = ("head", "out_of_fold")
+NORMALIZE_SCOPES = ("dimension", "modality")
 
 __all__ = ["ABSENT_MEANS", "RECIPES", "ModelConfig", "TrainConfig", "choices_of", "flag_fields", "inert_settings",
            "setting"]
@@ -211,6 +212,10 @@ class TrainConfig:
                                               "error of linear probes that never saw the sample, cross-fitted on the "
                                               "fold's other training folds)", choices=CALIBRATION_TARGETS)
     normalize: bool = setting(True, "standardise the features with each fold's training statistics")
+    normalize_scope: str = setting("dimension", "what --normalize scales to unit variance: every feature "
+                                               "dimension, or each modality as a whole (one scale per "
+                                               "modality: its dimensions keep their relative spread)",
+                                   choices=NORMALIZE_SCOPES)
     grad_clip: float = setting(-1.0, "max gradient norm of each fold's model (<= 0: no clipping, MERBench's -1)")
     device: str = setting("cpu", "where the folds train: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda "
                                  "or cuda:N; on CUDA the folds train in one process, as one batched network")
@@ -232,6 +237,8 @@ class TrainConfig:
         elif self.calibration_target == "out_of_fold" and self.num_folds < 3:
             problems.append(f"calibration_target='out_of_fold' needs num_folds >= 3 (each fold's probes are fitted "
                             f"on its other training folds), not {self.num_folds}")
+        if self.normalize_scope not in NORMALIZE_SCOPES:
+            problems.append(f"normalize_scope={self.normalize_scope!r} must be one of {NORMALIZE_SCOPES}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
         if not 0.0 <= self.degraded_views <= 1.0:

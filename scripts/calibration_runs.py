@@ -2,8 +2,9 @@
 default) against out-of-fold probes (`--calibration_target out_of_fold`), each at
 `--uncertainty_weight` 1, 3 and 10; and V2 at its defaults with one part of the seed's recipe at a
 time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views);
-V1 with standardised and with raw features (`v1`, `v1_raw_features`); and V2 with a higher
-modality-dropout rate (`modality_dropout_*`).
+V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a higher
+modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
+(`modality_scaling`, `v1_modality_scaling`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
@@ -51,6 +52,8 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "v1_raw_features": ["--model", "attention_robust", "--no-normalize"],
     "modality_dropout_0.3": ["--modality_dropout", "0.3"],  # V2 trained with more modalities missing
     "modality_dropout_0.5": ["--modality_dropout", "0.5"],
+    "modality_scaling": ["--normalize_scope", "modality"],  # one scale per modality, not per dimension
+    "v1_modality_scaling": ["--model", "attention_robust", "--normalize_scope", "modality"],
 }
 DATASETS = ("benchmark", "ravdess", NOISE_TEXT)
 

@@ -14,7 +14,7 @@ from armer.evaluate.metrics import emoval
 from armer.model.missing import MISSING_RATES
 from armer.model.modeling import create_model
 from armer.train.folds import fold_indices
-from armer.train.loop import padded_index, train_folds, weight_spread, with_degraded_views
+from armer.train.loop import feature_statistics, padded_index, train_folds, weight_spread, with_degraded_views
 from conftest import feature_names, tiny_config
 
 
@@ -159,6 +159,31 @@ def with_views(dataset, views: list[np.ndarray]):
     train = dataset.train
     train = type(train)(**{**vars(train), "degraded": views, "degraded_present": np.ones_like(train.present)})
     return type(dataset)(**{**vars(dataset), "corpora": {**dataset.corpora, "train": train}})
+
+
+def test_modality_scope_gives_each_modality_one_scale_so_its_dimensions_keep_their_relative_spread():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    spreads = [np.array([0.1, 1.0, 10.0]), np.array([2.0, 2.0]), np.array([0.5, 0.05, 5.0, 50.0])]
+    features = [(3.0 + rng.standard_normal((4000, len(s))) * s).astype(np.float32) for s in spreads]
+    present = np.ones((4000, 3), dtype=bool)
+    present[:1000, 0] = False  # absent samples do not count
+    features[0][:1000] = 0.0
+    corpus = SimpleNamespace(features=features, present=present)
+    per_dimension, per_modality = feature_statistics(corpus), feature_statistics(corpus, "modality")
+    for name, x, spread, keep in zip(MODALITIES, features, spreads, present.T):
+        normed = (x[keep] - np.array(per_modality[name]["mean"])) / np.array(per_modality[name]["std"])
+        assert np.allclose(per_modality[name]["mean"], per_dimension[name]["mean"])
+        assert np.isclose(np.mean(normed.var(axis=0)), 1.0, rtol=1e-3)  # unit variance over the modality
+        assert np.allclose(normed.std(axis=0) / normed.std(axis=0).max(), spread / spread.max(), rtol=0.1)
+        standardised = (x[keep] - np.array(per_dimension[name]["mean"])) / np.array(per_dimension[name]["std"])
+        assert np.allclose(standardised.std(axis=0), 1.0, rtol=1e-3)
+
+
+def test_an_unknown_normalize_scope_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="normalize_scope='feature' must be one of"):
+        TrainConfig(normalize_scope="feature")
 
 
 def test_degraded_views_are_swapped_in_only_where_asked_and_available(planted_tree):

@@ -73,8 +73,10 @@ class TrainResult:
     validation: dict = field(default_factory=dict)  # `validation_robustness` of the kept models
 
 
-def feature_statistics(corpus: Corpus) -> dict[str, dict[str, list[float]]]:
-    """Per-dimension mean and std over the samples (and frames) where a modality is present."""
+def feature_statistics(corpus: Corpus, scope: str = "dimension") -> dict[str, dict[str, list[float]]]:
+    """Per-dimension mean and std over the samples (and frames) where a modality is present; with
+    scope "modality" every dimension gets the modality's one std (the root mean square of its
+    centred features), so the features keep the relative spread of their dimensions."""
     stats = {}
     for name, features, present in zip(MODALITIES, corpus.features, corpus.present.T):
         values = features[present]
@@ -84,6 +86,8 @@ def feature_statistics(corpus: Corpus) -> dict[str, dict[str, list[float]]]:
             mean, std = np.zeros(features.shape[-1]), np.ones(features.shape[-1])
         else:
             mean, std = values.mean(axis=0), values.std(axis=0)
+            if scope == "modality":
+                std = np.full_like(std, np.sqrt(np.mean(std ** 2)))
         stats[name] = {"mean": mean.astype(np.float32).tolist(), "std": np.maximum(std, 1e-6).astype(np.float32).tolist()}
     return stats
 
@@ -462,7 +466,8 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     train = dataset.train
     val_sets = validation_folds(train.samples, config)
     train_sets = [np.setdiff1d(np.arange(len(train)), v) for v in val_sets]
-    stats = [feature_statistics(train.subset(t)) for t in train_sets] if config.normalize else None
+    stats = ([feature_statistics(train.subset(t), config.normalize_scope) for t in train_sets]
+             if config.normalize else None)
     sample_folds = fold_of_samples(val_sets, len(train)) if uses_probes(model_config, config) else None
     workers = worker_count(config)
     threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
