@@ -105,6 +105,11 @@ class ModelConfig:
     uncertainty_weight: float = setting(3.0, "Not in the seed: inside the calibration term, the weight of u's "
                                              "regression on its target relative to the unimodal heads' "
                                              "cross-entropy (3, chosen on validation folds; 1 before)")
+    # The task loss, through the fusion weights, teaches sigma what helps on the training clips, which
+    # the network has memorised: there every modality is right, clean or degraded.
+    calibrated_fusion: bool = setting(False, "Not in the seed: the fusion weights do not pass the task loss's "
+                                             "gradient to sigma, which then learns from the calibration term "
+                                             "and the VAE terms only")
     # The unimodal heads are trained by the calibration term on every sample that has the modality.
     # With modalities missing the prediction then rests on heads that saw every sample of their
     # modality, not only the few that training left unimodal.
@@ -280,7 +285,7 @@ ABSENT_MEANS: dict[str, Any] = {"expert_fusion": False, "uncertainty_weight": 1.
 # What only V2 reads: V1 (attention_robust) trains and predicts the same whatever their values.
 V2_ONLY = ("use_vae", "kl_weight", "recon_weight", "recon_dims", "cross_kl_weight", "use_proxy_attention",
            "fusion_temperature", "num_attention_heads", "calibration_weight", "uncertainty_weight", "expert_fusion",
-           "calibration_target")
+           "calibrated_fusion", "calibration_target")
 CALIBRATION_ONLY = ("uncertainty_weight", "calibration_target")
 
 

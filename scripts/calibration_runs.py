@@ -4,7 +4,8 @@ default) against out-of-fold probes (`--calibration_target out_of_fold`), each a
 time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views);
 V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a higher
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
-(`modality_scaling`, `v1_modality_scaling`).
+(`modality_scaling`, `v1_modality_scaling`); V2 whose fusion weights pass no task-loss gradient
+to sigma, with each calibration target (`calibrated`, `out_of_fold-calibrated`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
@@ -54,6 +55,8 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "modality_dropout_0.5": ["--modality_dropout", "0.5"],
     "modality_scaling": ["--normalize_scope", "modality"],  # one scale per modality, not per dimension
     "v1_modality_scaling": ["--model", "attention_robust", "--normalize_scope", "modality"],
+    "calibrated": ["--calibrated_fusion"],  # sigma learns from the calibration term, not the task loss
+    "out_of_fold-calibrated": ["--calibration_target", "out_of_fold", "--calibrated_fusion"],
 }
 DATASETS = ("benchmark", "ravdess", NOISE_TEXT)
 

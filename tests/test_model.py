@@ -186,11 +186,32 @@ def test_expert_fusion_adds_each_present_modality_s_own_prediction_weighted_by_f
     assert torch.allclose(model(batch).logits[:4], out.logits[:4], atol=1e-5)
 
 
+def test_calibrated_fusion_keeps_the_task_loss_from_moving_sigma_through_the_weights():
+    batch, labels = make_batch(16), torch.randint(0, 6, (16,))
+
+    def logvar_gradient(calibrated: bool) -> torch.Tensor:
+        torch.manual_seed(0)  # the same initialisation, and the same reparameterisation noise
+        model = create_model(tiny_config(calibrated_fusion=calibrated, kl_weight=0.0, cross_kl_weight=0.0,
+                                         recon_weight=0.0, calibration_weight=0.0)).train()
+        out = model({**batch, "emos": labels})
+        F.cross_entropy(out.logits, labels).backward()
+        assert out.weights.requires_grad is not calibrated
+        return model.logvar_heads[0].weight.grad.clone()
+
+    free, calibrated = logvar_gradient(False), logvar_gradient(True)
+    assert calibrated.abs().sum() > 0  # sigma still scales the sampling noise of z
+    assert not torch.allclose(free, calibrated)
+    trained = create_model(tiny_config(calibrated_fusion=True)).eval()
+    plain = create_model(tiny_config()).eval()
+    plain.load_state_dict(trained.state_dict())
+    assert torch.equal(plain(batch).weights, trained(batch).weights)  # the same model at inference
+
+
 # A value other than the default for each setting inert_settings may name.
 CHANGED = {"use_vae": False, "kl_weight": 0.5, "recon_weight": 0.0, "recon_dims": 0, "cross_kl_weight": 0.3,
            "use_proxy_attention": False, "fusion_temperature": 1.0, "num_attention_heads": 2,
            "calibration_weight": 0.5, "uncertainty_weight": 7.0, "expert_fusion": False,
-           "calibration_target": "out_of_fold"}
+           "calibration_target": "out_of_fold", "calibrated_fusion": True}
 
 
 def train_step(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

@@ -306,7 +306,8 @@ class AttentionRobustV2(RobustBase):
             sigma = torch.exp(0.5 * logvar)  # (E, B, M, H)
             z = mu + torch.randn_like(mu) * sigma if self.training else mu
             u = sigma.mean(dim=-1)  # (E, B, M)
-            scores = (1.0 / u) / cfg.fusion_temperature
+            trusted = u.detach() if self.training and cfg.calibrated_fusion else u
+            scores = (1.0 / trusted) / cfg.fusion_temperature
         else:
             logvar, z, u = torch.zeros_like(mu), mu, None
             scores = torch.zeros_like(mu[..., 0])  # equal weights over the present modalities

