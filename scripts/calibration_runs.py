@@ -4,10 +4,10 @@ default) against out-of-fold probes (`--calibration_target out_of_fold`), each a
 time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views);
 V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a higher
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
-(`modality_scaling`, `v1_modality_scaling`); V2 whose fusion weights pass no task-loss gradient
-to sigma, with each calibration target (`calibrated`, `out_of_fold-calibrated`, and at fusion temperature 1
-`out_of_fold-calibrated-T1`); V2 and V1 without
-the feature-noise augmentation (`no_modality_noise`, `v1_no_modality_noise`).
+(`modality_scaling`, `v1_modality_scaling`); V2 whose fusion weights pass no task-loss gradient to
+sigma, with each calibration target (`calibrated`, `out_of_fold-calibrated`; at fusion temperature
+1 `out_of_fold-calibrated-T1`); V2 and V1 without the feature-noise augmentation
+(`no_modality_noise`, `v1_no_modality_noise`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
