@@ -86,6 +86,9 @@ class ModelConfig:
     # about 0.15: a modality that carries nothing kept ~20% of the weight on RAVDESS (its text).
     fusion_temperature: float = setting(0.25, "T in the fusion weights softmax((1/u) / T); the seed's is 1.0, ours "
                                               "0.25, chosen on validation folds (docs/model.md)")
+    learn_temperature: bool = setting(False, "Not in the seed: T is a parameter of each fold model, trained by the "
+                                             "task loss from --fusion_temperature (with --calibrated_fusion the task "
+                                             "then sets how sharp the weights are, and sigma which modality they favour)")
     num_attention_heads: int = setting(4, "heads of the proxy cross-modal attention (must divide hidden_dim)")
     modality_dropout: float = setting(0.15, "probability that a training sample loses one or two modalities")
     modality_dropout_warmup: int = setting(20, "epochs over which modality dropout (and modality_noise) ramps up "
@@ -285,7 +288,7 @@ ABSENT_MEANS: dict[str, Any] = {"expert_fusion": False, "uncertainty_weight": 1.
 # What only V2 reads: V1 (attention_robust) trains and predicts the same whatever their values.
 V2_ONLY = ("use_vae", "kl_weight", "recon_weight", "recon_dims", "cross_kl_weight", "use_proxy_attention",
            "fusion_temperature", "num_attention_heads", "calibration_weight", "uncertainty_weight", "expert_fusion",
-           "calibrated_fusion", "calibration_target")
+           "calibrated_fusion", "learn_temperature", "calibration_target")
 CALIBRATION_ONLY = ("uncertainty_weight", "calibration_target")
 
 

@@ -6,7 +6,8 @@ V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a 
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
 (`modality_scaling`, `v1_modality_scaling`); V2 whose fusion weights pass no task-loss gradient to
 sigma, with each calibration target (`calibrated`, `out_of_fold-calibrated`; at fusion temperature
-1 `out_of_fold-calibrated-T1`); V2 and V1 without the feature-noise augmentation
+1 `out_of_fold-calibrated-T1`; at uncertainty weight 30, with T fixed or learned
+`out_of_fold-calibrated-uw30*`); V2 and V1 without the feature-noise augmentation
 (`no_modality_noise`, `v1_no_modality_noise`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
@@ -60,6 +61,9 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "calibrated": ["--calibrated_fusion"],  # sigma learns from the calibration term, not the task loss
     "out_of_fold-calibrated": ["--calibration_target", "out_of_fold", "--calibrated_fusion"],
     "out_of_fold-calibrated-T1": ["--calibration_target", "out_of_fold", "--calibrated_fusion", "--fusion_temperature", "1"],
+    "out_of_fold-calibrated-uw30": ["--calibration_target", "out_of_fold", "--calibrated_fusion", "--uncertainty_weight", "30"],
+    "out_of_fold-calibrated-uw30-learned_T": ["--calibration_target", "out_of_fold", "--calibrated_fusion",
+                                              "--uncertainty_weight", "30", "--learn_temperature"],
     "no_modality_noise": ["--modality_noise", "0"],  # on raw features the N(0, I) noise dwarfs the features
     "v1_no_modality_noise": ["--model", "attention_robust", "--modality_noise", "0"],
 }

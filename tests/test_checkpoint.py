@@ -70,6 +70,16 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_a_learned_temperature_is_saved_and_loaded(tmp_path):
+    ensemble = make_checkpoint(tmp_path, learn_temperature=True)
+    with torch.no_grad():
+        ensemble.network.log_temperature.copy_(torch.tensor([-2.0, 0.5]).view(2, 1, 1))
+    save_checkpoint(tmp_path, ensemble, load_checkpoint(tmp_path)[1])
+    loaded, _ = load_checkpoint(tmp_path)
+    assert torch.equal(loaded.network.log_temperature, ensemble.network.log_temperature)
+    assert_same_outputs(ensemble, loaded)
+
+
 def test_a_valence_only_checkpoint_has_no_label_names_and_round_trips(tmp_path):
     ensemble = make_checkpoint(tmp_path, output_dim1=0)
     loaded, info = load_checkpoint(tmp_path)

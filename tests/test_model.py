@@ -207,11 +207,27 @@ def test_calibrated_fusion_keeps_the_task_loss_from_moving_sigma_through_the_wei
     assert torch.equal(plain(batch).weights, trained(batch).weights)  # the same model at inference
 
 
+def test_a_learned_temperature_starts_at_the_configured_one_and_the_task_loss_trains_it():
+    torch.manual_seed(0)
+    model = create_model(tiny_config(learn_temperature=True, fusion_temperature=0.5), members=2).train()
+    fixed = create_model(tiny_config(fusion_temperature=0.5), members=2).eval()
+    fixed.load_state_dict({k: v for k, v in model.state_dict().items() if k != "log_temperature"})
+    batch = make_batch(16)
+    model.eval()
+    assert torch.allclose(model(batch).weights, fixed(batch).weights)  # T = 0.5 to start with
+    assert model.log_temperature.shape == (2, 1, 1)  # one per member
+    model.train()
+    labels = torch.randint(0, 6, (16,))
+    out = model({**batch, "emos": labels})
+    F.cross_entropy(out.logits.flatten(0, 1), labels.repeat(2)).backward()
+    assert model.log_temperature.grad.abs().min() > 0
+
+
 # A value other than the default for each setting inert_settings may name.
 CHANGED = {"use_vae": False, "kl_weight": 0.5, "recon_weight": 0.0, "recon_dims": 0, "cross_kl_weight": 0.3,
            "use_proxy_attention": False, "fusion_temperature": 1.0, "num_attention_heads": 2,
            "calibration_weight": 0.5, "uncertainty_weight": 7.0, "expert_fusion": False,
-           "calibration_target": "out_of_fold", "calibrated_fusion": True}
+           "calibration_target": "out_of_fold", "calibrated_fusion": True, "learn_temperature": True}
 
 
 def train_step(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

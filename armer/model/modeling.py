@@ -288,6 +288,8 @@ class AttentionRobustV2(RobustBase):
         self.ffn_norm = batched.LayerNorm(E, H)
         self.drop = batched.Dropout(config.dropout)
         self.num_heads = config.num_attention_heads
+        if config.learn_temperature:  # log T per member, (E, 1, 1) to broadcast over (E, B, M)
+            self.log_temperature = nn.Parameter(torch.full((E, 1, 1), math.log(config.fusion_temperature)))
         # Training only, not saved: predictors that never saw a training sample, whose error on it the
         # calibration term teaches u (`armer.train.probes`); None: the unimodal heads' own error.
         self.calibration_reference: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor] | None = None
@@ -307,7 +309,7 @@ class AttentionRobustV2(RobustBase):
             z = mu + torch.randn_like(mu) * sigma if self.training else mu
             u = sigma.mean(dim=-1)  # (E, B, M)
             trusted = u.detach() if self.training and cfg.calibrated_fusion else u
-            scores = (1.0 / trusted) / cfg.fusion_temperature
+            scores = (1.0 / trusted) / self.temperature()
         else:
             logvar, z, u = torch.zeros_like(mu), mu, None
             scores = torch.zeros_like(mu[..., 0])  # equal weights over the present modalities
@@ -347,6 +349,10 @@ class AttentionRobustV2(RobustBase):
             mu=mu, sigma=None if u is None else u * used.to(u.dtype), loss_terms=terms,
         )
         return self.finish(out, shared)
+
+    def temperature(self) -> torch.Tensor | float:
+        """T of the fusion weights: learned per member, (E, 1, 1) (`learn_temperature`), else the configured one."""
+        return self.log_temperature.exp() if self.config.learn_temperature else self.config.fusion_temperature
 
     def emotion_calibration(self, batch: dict, unimodal: torch.Tensor, u: torch.Tensor, logits: torch.Tensor,
                             used: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
