@@ -282,9 +282,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-# Settings added after some checkpoints and runs were made, whose default differs from how those
-# were trained: a checkpoint config or a run's recorded arguments without the key ran with this value.
-ABSENT_MEANS: dict[str, Any] = {"expert_fusion": False, "uncertainty_weight": 1.0, "calibration_target": "head"}
+# Settings added after some checkpoints and runs were made: a checkpoint config or a run's recorded
+# arguments without the key ran with this value (scripts/run_experiments.py reuses such a run only
+# where that is today's value or changes nothing).
+ABSENT_MEANS: dict[str, Any] = {"expert_fusion": False, "uncertainty_weight": 1.0, "calibration_target": "head",
+                                "normalize_scope": "dimension", "calibrated_fusion": False,
+                                "learn_temperature": False}
 # What only V2 reads: V1 (attention_robust) trains and predicts the same whatever their values.
 V2_ONLY = ("use_vae", "kl_weight", "recon_weight", "recon_dims", "cross_kl_weight", "use_proxy_attention",
            "fusion_temperature", "num_attention_heads", "calibration_weight", "uncertainty_weight", "expert_fusion",
