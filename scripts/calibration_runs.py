@@ -5,9 +5,8 @@ time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, 
 V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a higher
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
 (`modality_scaling`, `v1_modality_scaling`); V2 whose fusion weights pass no task-loss gradient to
-sigma, with each calibration target (`calibrated`, `out_of_fold-calibrated`; at fusion temperature
-1 `out_of_fold-calibrated-T1`; at uncertainty weight 30, with T fixed or learned
-`out_of_fold-calibrated-uw30*`); V2 and V1 without the feature-noise augmentation
+sigma, with out-of-fold targets (`out_of_fold-calibrated`; at uncertainty weight 30, with T fixed or
+learned: `out_of_fold-calibrated-uw30*`); V2 and V1 without the feature-noise augmentation
 (`no_modality_noise`, `v1_no_modality_noise`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
@@ -58,9 +57,8 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "modality_dropout_0.5": ["--modality_dropout", "0.5"],
     "modality_scaling": ["--normalize_scope", "modality"],  # one scale per modality, not per dimension
     "v1_modality_scaling": ["--model", "attention_robust", "--normalize_scope", "modality"],
-    "calibrated": ["--calibrated_fusion"],  # sigma learns from the calibration term, not the task loss
+    # sigma learns from the calibration term (and the VAE terms), not from the task loss through the weights
     "out_of_fold-calibrated": ["--calibration_target", "out_of_fold", "--calibrated_fusion"],
-    "out_of_fold-calibrated-T1": ["--calibration_target", "out_of_fold", "--calibrated_fusion", "--fusion_temperature", "1"],
     "out_of_fold-calibrated-uw30": ["--calibration_target", "out_of_fold", "--calibrated_fusion", "--uncertainty_weight", "30"],
     "out_of_fold-calibrated-uw30-learned_T": ["--calibration_target", "out_of_fold", "--calibrated_fusion",
                                               "--uncertainty_weight", "30", "--learn_temperature"],
