@@ -292,6 +292,19 @@ def test_no_ladder_skips_it(data_root, tmp_path):
     assert "ladder_computed" not in manifest["extraction"]["audio"]
 
 
+def test_train_word_drop_sets_the_training_views_range_and_a_bad_range_is_refused(data_root, tmp_path, capsys):
+    register_fakes()
+    common = ["build", "--data_root", str(data_root), "--cache_dir", str(tmp_path / "cache"), "--k_train", "1",
+              "--k_test", "1", "--no_ladder", "--no_noise", "--audio_extractor", "fake-audio", "--text_extractor",
+              "fake-text", "--video_extractor", "fake-video"]
+    manifest = bench_main([*common, "--out", str(tmp_path / "bench"), "--train_word_drop", "0.6", "0.9"])
+    rates = [d["word_drop"] for d in manifest["train_views"]["degradations"]["text"].values()]
+    assert rates and all(0.6 <= r <= 0.9 for r in rates) and list(manifest["options"]["train_word_drop"]) == [0.6, 0.9]
+    with pytest.raises(SystemExit):
+        bench_main([*common, "--out", str(tmp_path / "bad"), "--train_word_drop", "0.7", "0.3"])
+    assert "need 0 <= LOW <= HIGH <= 1" in capsys.readouterr().err
+
+
 def test_without_training_views_asking_for_them_is_a_clear_error(data_root, tmp_path):
     manifest = build(options(data_root, tmp_path / "bench", tmp_path / "cache", train_views=False, noise=False))
     folders = manifest["feature_folders"]

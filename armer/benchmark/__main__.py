@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "one fixed level; speech at 20/10/5/0/-5 dB SNR costs 5 more audio extractions per test clip)")
     b.add_argument("--no_train_views", action="store_true",
                    help="skip the degraded training views (<feature folder>-DEGRADED, for armer.train --degraded_views)")
+    b.add_argument("--train_word_drop", type=float, nargs=2, default=list(BuildOptions.train_word_drop),
+                   metavar=("LOW", "HIGH"), help="range of the word drop-out rate of the degraded training views' text "
+                                                 "(drawn per text; the ladder's test levels reach 0.9)")
     b.add_argument("--train_faces", default="auto", choices=TRAIN_FACES,
                    help="FER2013 Training images the training pairs use: auto = the fer2013-cnn backend's held-out "
                         "split when it extracts the video (it has seen the others), else all; heldout; all")
@@ -63,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "build" and not 0.0 <= args.train_word_drop[0] <= args.train_word_drop[1] <= 1.0:
+        parser.error(f"--train_word_drop {args.train_word_drop[0]:g} {args.train_word_drop[1]:g}: "
+                     "need 0 <= LOW <= HIGH <= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         root = data_root(args.data_root)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                                k_test=args.k_test, test_speakers=args.test_speakers, extractors=chosen,
                                cache_dir=Path(args.cache_dir) if args.cache_dir else None, noise=not args.no_noise,
                                train_views=not args.no_train_views, ladder=not args.no_ladder,
-                               train_faces=args.train_faces,
+                               train_faces=args.train_faces, train_word_drop=tuple(args.train_word_drop),
                                device=args.device)
         manifest = build(options, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except SourceError as exc:
