@@ -104,10 +104,31 @@ def modality_row(clean: np.ndarray, degraded: np.ndarray, labels: np.ndarray, fo
     }
 
 
+# Bins of each modality's view level (its degradation parameter in the build manifest), for the
+# validation response by level: [low, high) ranges, or the blur factors themselves.
+LEVEL_BINS = {"audio": ("snr_db", [(-5, 0), (0, 5), (5, 10.01)]),
+              "text": ("word_drop", [(0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.01)]),
+              "video": ("blur", [(f, f + 1) for f in (2, 3, 4, 6)])}
+SOURCE_KEYS = {"audio": "emodb", "text": "meld", "video": "fer_index"}
+
+
+def view_levels(bench: Path, samples: list[str]) -> dict[str, np.ndarray]:
+    """Per modality, each training sample's degraded-view level from the build manifest (NaN if unknown)."""
+    manifest = json.loads((bench / "manifest.json").read_text())
+    views = (manifest.get("train_views") or {}).get("degradations", {})
+    levels = {}
+    for modality, (parameter, _) in LEVEL_BINS.items():
+        drawn = views.get(modality, {})
+        levels[modality] = np.array([drawn.get(str(manifest["pairs"].get(s, {}).get(SOURCE_KEYS[modality])), {})
+                                     .get(parameter, np.nan) for s in samples], dtype=float)
+    return levels
+
+
 @torch.no_grad()
-def run_response(run: Path, train, data: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+def run_response(run: Path, train, data: dict[str, torch.Tensor], levels: dict[str, np.ndarray]) -> dict:
     """Per modality, on each member's own validation fold: u, the unimodal head's error 1 - p(true)
-    and the fusion weight, clean -> with that modality swapped for its degraded view."""
+    and the fusion weight, clean -> with that modality swapped for its degraded view; the same by
+    level of the view (`LEVEL_BINS`); and the head's error on the members' training samples."""
     model, info = load_checkpoint(run / "checkpoint")
     network = model.network.eval()
     if info.model.model != "attention_robust_v2":
@@ -116,7 +137,8 @@ def run_response(run: Path, train, data: dict[str, torch.Tensor]) -> dict[str, d
     val_sets = validation_folds(train.samples, TrainConfig(**{k: run_args[k] for k in ("seed", "num_folds", "fold_groups")}))
     train_sets = [np.setdiff1d(np.arange(len(train)), rows) for rows in val_sets]
 
-    def response(batch: dict[str, torch.Tensor], i: int, sets: list[np.ndarray]) -> tuple[float, float, float]:
+    def per_sample(batch: dict[str, torch.Tensor], i: int, sets: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """rows (K,): each member's samples; u, head error and weight of modality i on them."""
         index = padded_index(sets)
         own = torch.zeros(index.shape, dtype=torch.bool)
         for e, rows in enumerate(sets):
@@ -124,19 +146,37 @@ def run_response(run: Path, train, data: dict[str, torch.Tensor]) -> dict[str, d
         out = network(gather(batch, index), check_inputs=False)
         head = torch.softmax(network.unimodal_heads(out.mu)[..., i, :], dim=-1)
         error = 1 - head.gather(-1, data["emos"][index].unsqueeze(-1)).squeeze(-1)
-        return tuple(float(v[own].mean()) for v in (out.sigma[..., i], error, out.weights[..., i]))
+        return {"rows": index[own].numpy(), "u": out.sigma[..., i][own].numpy(),
+                "head_error": error[own].numpy(), "weight": out.weights[..., i][own].numpy()}
 
     result = {}
     for i, modality in enumerate(MODALITIES):
         swap = torch.zeros_like(data["present"])
         swap[:, i] = True
         degraded = with_degraded_views(data, swap)
-        views = {"clean": response(data, i, val_sets), "degraded": response(degraded, i, val_sets)}
-        result[modality] = {f"{name}_{view}": value for view, values in views.items()
-                            for name, value in zip(("u", "head_error", "weight"), values)}
-        result[modality].update(train_head_error_clean=response(data, i, train_sets)[1],
-                                train_head_error_degraded=response(degraded, i, train_sets)[1])
+        views = {"clean": per_sample(data, i, val_sets), "degraded": per_sample(degraded, i, val_sets)}
+        r = {f"{name}_{view}": float(values[name].mean()) for view, values in views.items()
+             for name in ("u", "head_error", "weight")}
+        r.update({f"train_head_error_{view}": float(per_sample(batch, i, train_sets)["head_error"].mean())
+                  for view, batch in (("clean", data), ("degraded", degraded))})
+        level = levels[modality][views["clean"]["rows"]]
+        r["by_level"] = {}
+        for low, high in LEVEL_BINS[modality][1]:
+            chosen = (level >= low) & (level < high)
+            if chosen.any():
+                r["by_level"][f"{low:g}-{high:.4g}"] = {"n": int(chosen.sum()), **{
+                    f"{name}_{view}": float(values[name][chosen].mean()) for view, values in views.items()
+                    for name in ("head_error", "weight")}}
+        result[modality] = r
     return result
+
+
+def mean_of(results: list[dict]) -> dict:
+    """The element-wise mean of nested dicts of numbers (runs of one label)."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {k: mean_of([r[k] for r in results]) for k in first if all(k in r for r in results)}
+    return float(np.mean(results))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,23 +219,33 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cell(modality, 'waf_clean')} -> {cell(modality, 'waf_degraded')} | "
                      f"{cell(modality, 'error_clean', percent=False)} -> {cell(modality, 'error_degraded', percent=False)} | "
                      f"{cell(modality, 'weight_change', signed=True)} % |")
-    runs = {}
+    runs: dict[str, list[dict]] = {}
     if args.runs:
         torch.set_num_threads(1)
-        data = to_batch(train)
-        runs = {label: run_response(Path(path), train, data) for label, path in
-                (item.split("=", 1) for item in args.runs)}
+        data, levels = to_batch(train), view_levels(bench, train.samples)
+        for label, path in (item.split("=", 1) for item in args.runs):
+            runs.setdefault(label, []).append(run_response(Path(path), train, data, levels))
+        means = {label: mean_of(results) for label, results in runs.items()}
         lines += ["", "How V2 runs respond on each fold model's own validation speakers, one modality swapped for its "
-                  "degraded view (clean -> degraded): u = the modality's mean sigma; head error = 1 - p(true class) "
-                  "of its unimodal head, on the validation speakers and on the fold model's own training samples "
-                  "(where u learns); w = its fusion weight.", "",
-                  "| run | modality | u | head error | head error on its training samples | w |",
+                  "degraded view (clean -> degraded), mean over the runs of a label: u = the modality's mean sigma; "
+                  "head error = 1 - p(true class) of its unimodal head, on the validation speakers and on the fold "
+                  "model's own training samples (where u learns); w = its fusion weight.", "",
+                  "| runs | modality | u | head error | head error on its training samples | w |",
                   "|---|---|---|---|---|---|"]
-        for label, result in runs.items():
+        for label, result in means.items():
             for modality, r in result.items():
-                lines.append(f"| {label} | {modality} | " + " | ".join(
+                lines.append(f"| {label} ({len(runs[label])}) | {modality} | " + " | ".join(
                     f"{r[name + '_clean']:.3f} -> {r[name + '_degraded']:.3f}"
                     for name in ("u", "head_error", "train_head_error", "weight")) + " |")
+        lines += ["", "The same by the level of the degraded view (its " + ", ".join(
+                      f"{m} {parameter}" for m, (parameter, _) in LEVEL_BINS.items()) + " as the build drew it):", "",
+                  "| runs | modality | level | samples | head error | w | w change |", "|---|---|---|---|---|---|---|"]
+        for label, result in means.items():
+            for modality, r in result.items():
+                for level, b in r["by_level"].items():
+                    lines.append(f"| {label} | {modality} | {level} | {b['n']:.0f} | {b['head_error_clean']:.3f} -> "
+                                 f"{b['head_error_degraded']:.3f} | {b['weight_clean']:.3f} -> {b['weight_degraded']:.3f} | "
+                                 f"{100 * (b['weight_degraded'] / b['weight_clean'] - 1):+.0f}% |")
         lines += ["", "Runs: " + "; ".join(f"{label}: `{path}`" for label, path in
                                             (item.split("=", 1) for item in args.runs)) + "."]
     lines.append("")
