@@ -297,11 +297,14 @@ CALIBRATION_ONLY = ("uncertainty_weight", "calibration_target")
 
 def inert_settings(values: dict[str, Any]) -> set[str]:
     """The settings among `values` (model and training settings by name) that change nothing given
-    the others: V2's own ones for V1, the calibration term's when its weight is 0. Two runs that differ
-    only there train alike (scripts/run_experiments.py reuses one for the other)."""
+    the others: V2's own ones for V1, the calibration term's when its weight is 0, the scaling's scope
+    without scaling. Two runs that differ only there train alike (scripts/run_experiments.py reuses
+    one for the other)."""
     inert: set[str] = set()
     if values.get("model") == "attention_robust":
         inert.update(V2_ONLY)
     if values.get("calibration_weight") == 0:
         inert.update(CALIBRATION_ONLY)
+    if values.get("normalize") is False:
+        inert.add("normalize_scope")
     return inert & set(values)

@@ -175,3 +175,4 @@ def test_a_run_is_reused_only_where_a_new_default_changes_nothing(tmp_path):
                                     wanted)
         older = {k: v for k, v in wanted.items() if k not in ("normalize_scope", "calibrated_fusion", "learn_temperature")}
         assert rx.same_training(older, wanted)  # settings added since, at the values those runs trained with
+        assert rx.same_training(wanted, {**wanted, "normalize_scope": "modality"}) is (arm == "seed")  # raw: no scope
