@@ -19,7 +19,7 @@ from armer.constants import FEAT_TYPES
 
 MISSING_MODES = ("mask", "zeros")
 OPTIMIZERS = ("adam", "adamw")
-CALIBRATION_TARGETS = ("head", "out_of_fold")
+CALIBRATION_TARGETS = ("head", "out_of_fold", "held_out")
 NORMALIZE_SCOPES = ("dimension", "modality")
 
 __all__ = ["ABSENT_MEANS", "RECIPES", "ModelConfig", "TrainConfig", "choices_of", "flag_fields", "inert_settings",
@@ -218,7 +218,10 @@ class TrainConfig:
     calibration_target: str = setting("head", "what V2's calibration term teaches u to predict: head (the error of "
                                               "the modality's own head on the training sample) or out_of_fold (the "
                                               "error of linear probes that never saw the sample, cross-fitted on the "
-                                              "fold's other training folds)", choices=CALIBRATION_TARGETS)
+                                              "fold's other training folds) or held_out (the error of the "
+                                              "model's own heads on one training fold held out of the task "
+                                              "loss and the heads' training, the only samples u learns from)",
+                                      choices=CALIBRATION_TARGETS)
     normalize: bool = setting(True, "standardise the features with each fold's training statistics")
     normalize_scope: str = setting("dimension", "what --normalize scales to unit variance: every feature "
                                                "dimension, or each modality as a whole (one scale per "
@@ -242,9 +245,9 @@ class TrainConfig:
             problems.append(f"recipe={self.recipe!r} must be one of {tuple(RECIPES)}")
         if self.calibration_target not in CALIBRATION_TARGETS:
             problems.append(f"calibration_target={self.calibration_target!r} must be one of {CALIBRATION_TARGETS}")
-        elif self.calibration_target == "out_of_fold" and self.num_folds < 3:
-            problems.append(f"calibration_target='out_of_fold' needs num_folds >= 3 (each fold's probes are fitted "
-                            f"on its other training folds), not {self.num_folds}")
+        elif self.calibration_target != "head" and self.num_folds < 3:
+            problems.append(f"calibration_target={self.calibration_target!r} needs num_folds >= 3 (each member's "
+                            f"training folds are split further), not {self.num_folds}")
         if self.normalize_scope not in NORMALIZE_SCOPES:
             problems.append(f"normalize_scope={self.normalize_scope!r} must be one of {NORMALIZE_SCOPES}")
         if self.optimizer not in OPTIMIZERS:

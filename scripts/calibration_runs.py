@@ -6,8 +6,9 @@ V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a 
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
 (`modality_scaling`, `v1_modality_scaling`); V2 whose fusion weights pass no task-loss gradient to
 sigma, with out-of-fold targets (`out_of_fold-calibrated`; at uncertainty weight 30, with T fixed or
-learned: `out_of_fold-calibrated-uw30*`); V2 and V1 without the feature-noise augmentation
-(`no_modality_noise`, `v1_no_modality_noise`).
+learned: `out_of_fold-calibrated-uw30*`); V2 whose u learns only from a training fold held out of
+the task loss (`held_out`, and with the fusion as above: `held_out-calibrated-uw30-learned_T`); V2
+and V1 without the feature-noise augmentation (`no_modality_noise`, `v1_no_modality_noise`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]
@@ -62,6 +63,10 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "out_of_fold-calibrated-uw30": ["--calibration_target", "out_of_fold", "--calibrated_fusion", "--uncertainty_weight", "30"],
     "out_of_fold-calibrated-uw30-learned_T": ["--calibration_target", "out_of_fold", "--calibrated_fusion",
                                               "--uncertainty_weight", "30", "--learn_temperature"],
+    # u learns only from a training fold held out of the task loss: the model's own, unmemorised, errors
+    "held_out": ["--calibration_target", "held_out"],
+    "held_out-calibrated-uw30-learned_T": ["--calibration_target", "held_out", "--calibrated_fusion",
+                                           "--uncertainty_weight", "30", "--learn_temperature"],
     "no_modality_noise": ["--modality_noise", "0"],  # on raw features the N(0, I) noise dwarfs the features
     "v1_no_modality_noise": ["--model", "attention_robust", "--modality_noise", "0"],
 }

@@ -114,9 +114,10 @@ def test_the_model_hands_its_inputs_and_each_samples_fold_to_the_reference():
     assert seen["fold"] is batch["fold"]
 
 
-def test_out_of_fold_calibration_needs_three_folds():
+@pytest.mark.parametrize("target", ["out_of_fold", "held_out"])
+def test_split_calibration_targets_need_three_folds(target):
     with pytest.raises(ValueError, match="num_folds >= 3"):
-        TrainConfig(calibration_target="out_of_fold", num_folds=2)
+        TrainConfig(calibration_target=target, num_folds=2)
 
 
 def test_out_of_fold_targets_give_a_memorisable_useless_modality_less_weight(tmp_path):
@@ -140,3 +141,33 @@ def test_out_of_fold_targets_give_a_memorisable_useless_modality_less_weight(tmp
         video[target] = float(out["weights"][:, 2].mean())
         assert (out["probs"].argmax(-1).numpy() == dataset.tests["test1"].emotions).mean() > 0.9
     assert video["out_of_fold"] < 0.75 * video["head"]
+
+
+def test_held_out_samples_teach_u_and_nothing_else():
+    """`--calibration_target held_out`: the task loss and the heads ignore the held-out samples, and u
+    learns from them alone."""
+    torch.manual_seed(0)
+    E, B, M, C = 2, 6, 3, CLASSES
+    held_out = torch.tensor([[True, False, False, True, False, False], [False, True, False, False, False, True]])
+    logits = torch.randn(E, B, C, requires_grad=True)
+    emotions = torch.randint(0, C, (E, B))
+    valence, vals, labelled = torch.zeros(E, B, 1), torch.zeros(E, B), torch.ones(E, B, dtype=torch.bool)
+    losses.task_loss(logits, valence, emotions, vals, labelled, held_out).backward()
+    assert (logits.grad[held_out] == 0).all() and (logits.grad[~held_out] != 0).all()
+
+    unimodal = torch.randn(E, B, M, C, requires_grad=True)
+    u = torch.rand(E, B, M, requires_grad=True)
+    target = torch.nn.functional.one_hot(emotions, C).float()
+    present = torch.ones(E, B, M, dtype=torch.bool)
+    losses.uncertainty_calibration(unimodal, u, target, present, held_out=held_out).backward()
+    assert (unimodal.grad[held_out] == 0).all() and (unimodal.grad[~held_out] != 0).any(dim=-1).all()
+    assert (u.grad[~held_out] == 0).all() and (u.grad[held_out] != 0).all()
+
+
+@pytest.mark.parametrize("num_folds", [3, 5])
+def test_held_out_fold_is_one_of_the_members_training_folds(num_folds):
+    from armer.train.loop import held_out_fold
+
+    chosen = [held_out_fold(member, num_folds) for member in range(num_folds)]
+    assert all(fold != member for member, fold in enumerate(chosen))
+    assert sorted(chosen) == list(range(num_folds))  # every training fold is held out by one member

@@ -19,11 +19,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (totals / counts).sum()
 
 
-def member_mean(values: torch.Tensor) -> torch.Tensor:
-    """Per member (dim 0): the mean of `values`; summed over members."""
-    return values.flatten(1).mean(dim=1).sum()
-
-
 def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)) per (sample, modality), mean over dims; mu/logvar (E, B, M, H)."""
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=-1)  # (E, B, M)
@@ -50,9 +45,20 @@ def reconstruction(predictions: list[torch.Tensor], targets: list[torch.Tensor],
     return masked_mean(errors, present)
 
 
+def calibration_mean(head_error: torch.Tensor, u_error: torch.Tensor, present: torch.Tensor,
+                     held_out: torch.Tensor | None, uncertainty_weight: float) -> torch.Tensor:
+    """head_error + uncertainty_weight * u_error, (E, B, M), averaged where present; with `held_out`
+    (E, B) the heads learn from the other samples only and u from the held-out ones only."""
+    if held_out is None:
+        return masked_mean(head_error + uncertainty_weight * u_error, present)
+    held_out = held_out.unsqueeze(-1)
+    return (masked_mean(head_error, present & ~held_out)
+            + uncertainty_weight * masked_mean(u_error, present & held_out))
+
+
 def uncertainty_calibration(
     unimodal_logits: torch.Tensor, uncertainty: torch.Tensor, target_probs: torch.Tensor, present: torch.Tensor,
-    reference_probs: torch.Tensor | None = None, uncertainty_weight: float = 1.0,
+    reference_probs: torch.Tensor | None = None, uncertainty_weight: float = 1.0, held_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Teach u = mean sigma to predict how wrong each modality is on its own.
 
@@ -60,18 +66,18 @@ def uncertainty_calibration(
     target_probs (E, B, C) trains the heads, and u (E, B, M) regresses 1 - p(target) (detached): about 0
     where the modality alone is right and sure, towards 1 where it is wrong or uninformative. The
     p(target) is the heads' own, or that of `reference_probs` (E, B, M, C) where given (predictors
-    that never saw the sample: `armer.train.probes`).
+    that never saw the sample: `armer.train.probes`). With `held_out` (E, B), see `calibration_mean`.
     """
     log_probs = torch.log_softmax(unimodal_logits, dim=-1)
     ce = -(target_probs.unsqueeze(-2) * log_probs).sum(dim=-1)  # (E, B, M)
     probs = log_probs.exp() if reference_probs is None else reference_probs
     goal = 1.0 - (target_probs.unsqueeze(-2) * probs).sum(dim=-1).detach()  # 1 - p(target)
-    return masked_mean(ce + uncertainty_weight * (uncertainty - goal).pow(2), present)
+    return calibration_mean(ce, (uncertainty - goal).pow(2), present, held_out, uncertainty_weight)
 
 
 def valence_calibration(
     unimodal_valence: torch.Tensor, uncertainty: torch.Tensor, target: torch.Tensor, present: torch.Tensor,
-    reference: torch.Tensor | None = None, uncertainty_weight: float = 1.0,
+    reference: torch.Tensor | None = None, uncertainty_weight: float = 1.0, held_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`uncertainty_calibration` for a model without emotion classes (output_dim1 = 0).
 
@@ -83,7 +89,7 @@ def valence_calibration(
     error = (unimodal_valence - target.unsqueeze(-2)).pow(2).mean(dim=-1)  # (E, B, M)
     reference_error = error if reference is None else (reference - target[..., :1].unsqueeze(-2)).pow(2).mean(dim=-1)
     goal = 1.0 - torch.exp(-reference_error.detach())
-    return masked_mean(error + uncertainty_weight * (uncertainty - goal).pow(2), present)
+    return calibration_mean(error, (uncertainty - goal).pow(2), present, held_out, uncertainty_weight)
 
 
 def task_loss(
@@ -92,13 +98,16 @@ def task_loss(
     emotions: torch.Tensor,
     valences: torch.Tensor,
     valence_labelled: torch.Tensor,
+    held_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy on emotions plus MSE on valence where it is labelled (MERBench's total loss).
 
-    logits (E, B, C), valence (E, B, 1), labels (E, B).
+    logits (E, B, C), valence (E, B, 1), labels (E, B); samples where `held_out` (E, B) holds are left
+    out (`--calibration_target held_out`).
     """
-    mse = masked_mean((valence[..., 0] - valences).pow(2), valence_labelled)
+    keep = torch.ones_like(emotions, dtype=torch.bool) if held_out is None else ~held_out
+    mse = masked_mean((valence[..., 0] - valences).pow(2), valence_labelled & keep)
     if logits.shape[-1] == 0:  # no emotion classes (output_dim1 = 0): the valence alone
         return mse
     ce = F.cross_entropy(logits.flatten(0, -2), emotions.flatten(), reduction="none").view(emotions.shape)
-    return member_mean(ce) + mse
+    return masked_mean(ce, keep) + mse

@@ -362,7 +362,8 @@ class AttentionRobustV2(RobustBase):
             target = F.one_hot(batch["emos"], self.config.output_dim1).to(logits.dtype).expand_as(logits)
         else:
             target = torch.softmax(logits.detach(), dim=-1)
-        return losses.uncertainty_calibration(unimodal, u, target, used, reference, self.config.uncertainty_weight)
+        return losses.uncertainty_calibration(unimodal, u, target, used, reference, self.config.uncertainty_weight,
+                                              batch.get("held_out"))
 
     def valence_calibration(self, batch: dict, unimodal: torch.Tensor, u: torch.Tensor, valence: torch.Tensor,
                             used: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -374,7 +375,8 @@ class AttentionRobustV2(RobustBase):
             labelled = batch["val_labelled"] if "val_labelled" in batch else torch.ones_like(batch["vals"], dtype=torch.bool)
             label = batch["vals"].to(valence.dtype).unsqueeze(-1).expand_as(target)
             target = torch.where(labelled.unsqueeze(-1).expand_as(target), label, target)
-        return losses.valence_calibration(unimodal, u, target, used, reference, self.config.uncertainty_weight)
+        return losses.valence_calibration(unimodal, u, target, used, reference, self.config.uncertainty_weight,
+                                          batch.get("held_out"))
 
     def proxy_attention(self, proxy: torch.Tensor, tokens: torch.Tensor, log_w: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:

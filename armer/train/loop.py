@@ -296,7 +296,8 @@ def train_members(
     """Train the models of `folds` as the members of one network; keep each one's best epoch by emoval.
 
     With `sample_folds` (every training sample's validation fold) the calibration term learns the
-    error of out-of-fold probes (`armer.train.probes`), fitted here for these members.
+    error of out-of-fold probes (`armer.train.probes`), fitted here for these members, or
+    (`--calibration_target held_out`) that of the model's own heads on a held-out training fold.
 
     Raises `Diverged` at the end of an epoch in which a member diverged (`diverged_members`), and
     `_Stopped` at the end of an epoch once `stop` (another worker failed) is set."""
@@ -314,7 +315,11 @@ def train_members(
     data = to_batch(dataset.train)  # views of the (fork-shared) arrays; batches are gathered per step
     if config.degraded_views > 0 and "degraded_present" not in data:
         raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
-    if sample_folds is not None:
+    held_out_folds = None
+    if sample_folds is not None and config.calibration_target == "held_out":
+        data["fold"] = torch.from_numpy(sample_folds)
+        held_out_folds = torch.tensor([held_out_fold(f, config.num_folds) for f in folds], device=device)[:, None]
+    elif sample_folds is not None:
         start = time.perf_counter()
         model.calibration_reference = fit_probes(data, sample_folds, folds, config.num_folds, stats,
                                                  model_config.output_dim1).to(device)
@@ -346,8 +351,11 @@ def train_members(
             if config.degraded_views > 0:
                 swap = torch.rand(batch["present"].shape, device=device) < config.degraded_views
                 batch = with_degraded_views(batch, swap)
+            if held_out_folds is not None:
+                batch["held_out"] = batch["fold"] == held_out_folds  # (E, B)
             out = model(batch, check_inputs=False)
-            task = losses.task_loss(out.logits, out.valence, batch["emos"], batch["vals"], batch["val_labelled"])
+            task = losses.task_loss(out.logits, out.valence, batch["emos"], batch["vals"], batch["val_labelled"],
+                                    batch.get("held_out"))
             loss = task + out.interloss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -468,7 +476,7 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     train_sets = [np.setdiff1d(np.arange(len(train)), v) for v in val_sets]
     stats = ([feature_statistics(train.subset(t), config.normalize_scope) for t in train_sets]
              if config.normalize else None)
-    sample_folds = fold_of_samples(val_sets, len(train)) if uses_probes(model_config, config) else None
+    sample_folds = fold_of_samples(val_sets, len(train)) if splits_training_folds(model_config, config) else None
     workers = worker_count(config)
     threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
     shares = [share.tolist() for share in np.array_split(np.arange(config.num_folds), workers)]
@@ -512,10 +520,16 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     )
 
 
-def uses_probes(model_config: ModelConfig, config: TrainConfig) -> bool:
-    """Whether training fits out-of-fold calibration probes: asked for, and the model has a calibration term."""
-    return (config.calibration_target == "out_of_fold" and model_config.model == "attention_robust_v2"
+def splits_training_folds(model_config: ModelConfig, config: TrainConfig) -> bool:
+    """Whether the calibration term's targets need each training sample's fold (out-of-fold probes or a
+    held-out fold): asked for, and the model has a calibration term."""
+    return (config.calibration_target != "head" and model_config.model == "attention_robust_v2"
             and model_config.use_vae and model_config.calibration_weight > 0)
+
+
+def held_out_fold(member: int, num_folds: int) -> int:
+    """The training fold of `member` (its validation fold) that only u learns from (`held_out`): the next one."""
+    return (member + 1) % num_folds
 
 
 def make_optimizer(model: RobustBase, config: TrainConfig) -> torch.optim.Optimizer:
