@@ -302,7 +302,9 @@ def test_train_word_drop_sets_the_training_views_range_and_a_bad_range_is_refuse
     assert rates and all(0.6 <= r <= 0.9 for r in rates) and list(manifest["options"]["train_word_drop"]) == [0.6, 0.9]
     with pytest.raises(SystemExit):
         bench_main([*common, "--out", str(tmp_path / "bad"), "--train_word_drop", "0.7", "0.3"])
-    assert "need 0 <= LOW <= HIGH <= 1" in capsys.readouterr().err
+    assert "--train_word_drop (0.7, 0.3): need 0 <= LOW <= HIGH <= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="need 0 <= LOW <= HIGH <= 1"):  # also from Python
+        BuildOptions(data_root=data_root, out=tmp_path / "bad", train_word_drop=(0.2, 1.5))
 
 
 def test_without_training_views_asking_for_them_is_a_clear_error(data_root, tmp_path):

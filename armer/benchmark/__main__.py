@@ -66,9 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "build" and not 0.0 <= args.train_word_drop[0] <= args.train_word_drop[1] <= 1.0:
-        parser.error(f"--train_word_drop {args.train_word_drop[0]:g} {args.train_word_drop[1]:g}: "
-                     "need 0 <= LOW <= HIGH <= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         root = data_root(args.data_root)
@@ -88,17 +85,26 @@ def main(argv: list[str] | None = None) -> dict:
             importlib.import_module(module)
 
         chosen = {m: getattr(args, f"{m}_extractor") or DEFAULT_EXTRACTORS[m] for m in ("audio", "text", "video")}
-        options = BuildOptions(data_root=root, out=Path(args.out), seed=args.seed, k_train=args.k_train,
-                               k_test=args.k_test, test_speakers=args.test_speakers, extractors=chosen,
-                               cache_dir=Path(args.cache_dir) if args.cache_dir else None, noise=not args.no_noise,
-                               train_views=not args.no_train_views, ladder=not args.no_ladder,
-                               train_faces=args.train_faces, train_word_drop=tuple(args.train_word_drop),
-                               device=args.device)
+        options = build_options(parser, args, root, chosen)
         manifest = build(options, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except SourceError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(json.dumps({k: manifest[k] for k in ("extractors", "feature_folders", "corpora")}, indent=1))
     return manifest
+
+
+def build_options(parser: argparse.ArgumentParser, args: argparse.Namespace, root: Path, extractors: dict[str, str]
+                  ) -> BuildOptions:
+    """The build's options from the command line; a bad value is a usage error."""
+    try:
+        return BuildOptions(data_root=root, out=Path(args.out), seed=args.seed, k_train=args.k_train,
+                            k_test=args.k_test, test_speakers=args.test_speakers, extractors=extractors,
+                            cache_dir=Path(args.cache_dir) if args.cache_dir else None, noise=not args.no_noise,
+                            train_views=not args.no_train_views, ladder=not args.no_ladder,
+                            train_faces=args.train_faces, train_word_drop=tuple(args.train_word_drop),
+                            device=args.device)
+    except ValueError as exc:
+        parser.error(f"--{exc}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ class BuildOptions:
     ladder_word_drop: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     ladder_blur_factors: tuple[int, ...] = (2, 4, 8)
 
+    def __post_init__(self) -> None:
+        low, high = self.train_word_drop
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"train_word_drop ({low:g}, {high:g}): need 0 <= LOW <= HIGH <= 1")
+
 
 @dataclass(frozen=True)
 class Pair:
