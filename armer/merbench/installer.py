@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from armer.config import ModelConfig, flag_fields
+from armer.config import V2_ONLY, ModelConfig, flag_fields
 from armer.constants import MODEL_CLASSES
 
 try:
@@ -47,10 +47,6 @@ SHIMS = {f"toolkit/models/{name}.py": name for name in DEFAULT_MODELS}
 # model-tune.yaml entries that MERBench's training loop reads: (value, help). The seed names no lr.
 MERBENCH_ENTRIES = {"grad_clip": (-1.0, "MERBench: clip_grad_value_ bound (-1: no clipping)"),
                     "lr": (1e-3, "MERBench: Adam learning rate")}
-# Settings only V2 reads; every other one (present or future) applies to both models.
-_V2_ONLY = {"use_vae", "kl_weight", "recon_weight", "cross_kl_weight", "use_proxy_attention",
-            "fusion_temperature", "num_attention_heads", "calibration_weight"}
-
 
 def settings() -> list[tuple[str, object, str]]:
     """(name, default, help) of each model setting MERBench leaves to the model, as ModelConfig declares it
@@ -63,7 +59,7 @@ def settings() -> list[tuple[str, object, str]]:
 def tune_values(name: str) -> dict[str, tuple[object, str]]:
     """The model-tune.yaml section of one model: setting -> (seed default, help)."""
     return {**{key: (value, help_text) for key, value, help_text in settings()
-               if name == "attention_robust_v2" or key not in _V2_ONLY}, **MERBENCH_ENTRIES}
+               if name == "attention_robust_v2" or key not in V2_ONLY}, **MERBENCH_ENTRIES}
 
 
 class MERBenchError(Exception):
@@ -198,7 +194,7 @@ def _flags(text: str, tree: ast.Module, rel: str, models: tuple[str, ...]):
             ] if any(isinstance(value, bool) for _, value, _ in missing) else []
     for key, value, help_text in missing:
         spec = "type=_armer_bool, nargs='?', const=True" if isinstance(value, bool) else f"type={type(value).__name__}"
-        scope = "AttentionRobustV2" if key in _V2_ONLY else "attention_robust(_v2)"
+        scope = "AttentionRobustV2" if key in V2_ONLY else "attention_robust(_v2)"
         full_help = f"{scope}: {help_text or key}".replace("%", "%%")  # argparse formats help with %
         body.append(f"{parser}.add_argument('--{key}', {spec}, default=None, help={full_help!r})")
         if isinstance(value, bool) and f"--no-{key}" not in options:  # the spelling armer.train uses
