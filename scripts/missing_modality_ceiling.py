@@ -17,6 +17,7 @@ two- and three-modality samples at each missing rate. Writes results/missing_mod
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from armer.evaluate.metrics import score  # noqa: E402
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index  # noqa: E402
-from report_files import generated_line, runs_parser, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, runs_parser, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
 ARMS = {"v1": "V1", "seed": "seed recipe", "v2": "V2"}  # run name (scripts/run_experiments.py) -> column
@@ -116,13 +117,15 @@ def main() -> None:
     args = runs_parser(__doc__.split("\n")[0], "missing_modality_ceiling.md").parse_args()
     torch.set_num_threads(1)
     bench, runs = Path(args.bench_dir), Path(args.runs_dir)
-    per_seed = []
+    per_seed, trained_at = [], set()
     for seed in args.seeds:
         models = {}
         for arm, label in ARMS.items():
             path = runs / f"{arm}-seed{seed}" / "checkpoint"
             if path.exists() or arm != "seed":  # the seed recipe's runs are optional (older runs dirs)
                 models[label], info = load_checkpoint(path)
+                summary = json.loads((path.parent / "summary.json").read_text())
+                trained_at.add(summary.get("commit", "unrecorded"))
         names = {m: info.features[m]["name"] for m in MODALITIES}
         dataset = load_dataset(bench / "features", bench / "label-6way.npz", names, info.model.feat_type)
         train = dataset.train
@@ -162,7 +165,8 @@ def main() -> None:
         s["rows"]["**missing-rate mean**"] = {c: float(np.mean([s["rows"][r][c] for r in sweep]))
                                               for c in columns[:-1]}
     lines = ["# Room left on the missing-rate sweep (validation folds only)", "",
-             generated_line(Path(__file__).name),
+             generated_line(Path(__file__).name), "", f"Commit: `{git_commit()}`; the runs were trained at "
+             + ", ".join(f"`{c}`" for c in sorted(trained_at)) + ".",
              "", f"Runs `{args.runs_dir}` (seeds {args.seeds}), benchmark `{args.bench_dir}`. Weighted F1 in percent, "
              "mean ± std over the seeds, each fold's kept model on its own validation speakers. "
              "'V2 heads_product' = product of V2's unimodal-head posteriors over the present modalities "
