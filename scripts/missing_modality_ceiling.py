@@ -1,22 +1,27 @@
-"""How much room the missing-rate sweep leaves on the paired benchmark, on validation folds only.
+"""How much room the missing-rate sweep leaves, on validation folds only.
 
-    python scripts/missing_modality_ceiling.py --runs_dir runs/experiments --seeds 0 1 2 3 4
+    python scripts/missing_modality_ceiling.py --runs_dir runs/experiments [--seeds 0 1 2 3 4] \
+        [--out results/missing_modality_ceiling.md]
+    python scripts/missing_modality_ceiling.py --runs_dir runs/real_data/ravdess \
+        --out results/missing_modality_ceiling_ravdess.md
 
-The benchmark pairs the modalities by class only, so given the class they are independent, and
-the best any model can do with a set of modalities is to combine what each one says alone: the
-product of the unimodal posteriors (naive Bayes, exact under that independence). Per seed and on
-each fold's own validation samples (speaker-grouped folds, as armer.train), this script scores:
+On the paired benchmark the modalities are paired by class only, so given the class they are
+independent, and the best any model can do with a set of modalities is to combine what each one
+says alone: the product of the unimodal posteriors (naive Bayes, exact under that independence; on
+truly paired data such as RAVDESS only an approximation). Per seed and on each fold's own
+validation samples (the runs' data and folds, from their recorded arguments), this script scores:
 V1, the seed's recipe (where its runs are there) and V2 as trained; the product of V2's own
 unimodal heads (the calibration term's heads) over the present modalities; the best of these for
 each pattern of present modalities, chosen on the same samples (an optimistic bound on what any
 choice among them could score on the sweep); and, for one modality alone, a logistic regression on
-the same features (best of a small grid of C, so a slightly optimistic reference). Every condition of the validation
-protocol (all modalities, the six drop patterns, the missing-rate sweep) and the share of one-,
-two- and three-modality samples at each missing rate. Writes results/missing_modality_ceiling.md
-(and .json). The test split is never read.
+the same features (best of a small grid of C, so a slightly optimistic reference). Every condition
+of the validation protocol (all modalities, the six drop patterns, the missing-rate sweep) and the
+share of one-, two- and three-modality samples at each missing rate. Writes --out (and .json
+beside it). The test split is never read.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -36,7 +41,7 @@ from armer.evaluate.metrics import score  # noqa: E402
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index  # noqa: E402
-from report_files import generated_line, git_commit, runs_parser, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
 ARMS = {"v1": "V1", "seed": "seed recipe", "v2": "V2"}  # run name (scripts/run_experiments.py) -> column
@@ -113,23 +118,44 @@ def sweep_composition(present: np.ndarray, seed: int) -> dict[str, list[float]]:
             for rate, mask in sweep_masks(present, seed).items()}
 
 
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs_dir", default=str(ROOT / "runs" / "experiments"),
+                   help="the runs <arm>-seed<n> (scripts/run_experiments.py's, or one dataset's folder of "
+                        "scripts/real_data.py's --runs_dir)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--out", default=str(ROOT / "results" / "missing_modality_ceiling.md"))
+    return p.parse_args()
+
+
+def data_settings(run_dir: Path) -> dict:
+    """What a run trained on and how its folds were drawn, from its recorded arguments."""
+    args = json.loads((run_dir / "summary.json").read_text())["args"]
+    return {key: args[key] for key in ("features_root", "label_path", "fold_groups", "num_folds")}
+
+
 def main() -> None:
-    args = runs_parser(__doc__.split("\n")[0], "missing_modality_ceiling.md").parse_args()
+    args = parse_args()
     torch.set_num_threads(1)
-    bench, runs = Path(args.bench_dir), Path(args.runs_dir)
-    per_seed, trained_at = [], set()
+    runs = Path(args.runs_dir)
+    per_seed, trained_at, data_of = [], set(), set()
     for seed in args.seeds:
-        models = {}
+        models, settings = {}, set()
         for arm, label in ARMS.items():
-            path = runs / f"{arm}-seed{seed}" / "checkpoint"
+            path = runs / f"{arm}-seed{seed}"
             if path.exists() or arm != "seed":  # the seed recipe's runs are optional (older runs dirs)
-                models[label], info = load_checkpoint(path)
-                summary = json.loads((path.parent / "summary.json").read_text())
-                trained_at.add(summary.get("commit", "unrecorded"))
+                models[label], info = load_checkpoint(path / "checkpoint")
+                trained_at.add(json.loads((path / "summary.json").read_text()).get("commit", "unrecorded"))
+                settings.add(json.dumps(data_settings(path), sort_keys=True))
+        if len(settings) != 1:
+            raise SystemExit(f"the runs of seed {seed} in {runs} trained on different data or folds: {sorted(settings)}")
+        setting = json.loads(settings.pop())
+        data_of.add(setting["features_root"])
         names = {m: info.features[m]["name"] for m in MODALITIES}
-        dataset = load_dataset(bench / "features", bench / "label-6way.npz", names, info.model.feat_type)
+        dataset = load_dataset(setting["features_root"], setting["label_path"], names, info.model.feat_type)
         train = dataset.train
-        val_sets = validation_folds(train.samples, TrainConfig(seed=seed, fold_groups="speaker"))
+        val_sets = validation_folds(train.samples, TrainConfig(seed=seed, fold_groups=setting["fold_groups"],
+                                                               num_folds=setting["num_folds"]))
         data, labels = to_batch(train), train.emotions
         present = train.present
         masks = {"full": present, **{n: pattern_mask(present, keep) for n, keep in DROP_PATTERNS.items()},
@@ -167,10 +193,11 @@ def main() -> None:
     lines = ["# Room left on the missing-rate sweep (validation folds only)", "",
              generated_line(Path(__file__).name), "", f"Commit: `{git_commit()}`; the runs were trained at "
              + ", ".join(f"`{c}`" for c in sorted(trained_at)) + ".",
-             "", f"Runs `{args.runs_dir}` (seeds {args.seeds}), benchmark `{args.bench_dir}`. Weighted F1 in percent, "
+             "", f"Runs `{args.runs_dir}` (seeds {args.seeds}), features `{', '.join(sorted(data_of))}`, folds as "
+             "the runs drew them. Weighted F1 in percent, "
              "mean ± std over the seeds, each fold's kept model on its own validation speakers. "
              "'V2 heads_product' = product of V2's unimodal-head posteriors over the present modalities "
-             "(naive Bayes: the modalities are paired by class only, so given the class they are independent). "
+             "(naive Bayes: exact where the modalities are paired by class only, as on the paired benchmark). "
              f"'{ORACLE}' = on a fixed condition the best of the columns before it; on the sweep each sample "
              "takes the prediction of the column that scores best on its own pattern of modalities, chosen on "
              "these same samples (an optimistic bound for any choice among these models, not a model). "
