@@ -195,7 +195,7 @@ def main() -> None:
              + ", ".join(f"`{c}`" for c in sorted(trained_at)) + ".",
              "", f"Runs `{args.runs_dir}` (seeds {args.seeds}), features `{', '.join(sorted(data_of))}`, folds as "
              "the runs drew them. Weighted F1 in percent, "
-             "mean ± std over the seeds, each fold's kept model on its own validation speakers. "
+             "mean ± std over the seeds, each fold's kept model on its own validation samples. "
              "'V2 heads_product' = product of V2's unimodal-head posteriors over the present modalities "
              "(naive Bayes: exact where the modalities are paired by class only, as on the paired benchmark). "
              f"'{ORACLE}' = on a fixed condition the best of the columns before it; on the sweep each sample "
