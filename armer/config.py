@@ -20,7 +20,7 @@ from armer.constants import FEAT_TYPES
 MISSING_MODES = ("mask", "zeros")
 OPTIMIZERS = ("adam", "adamw")
 CALIBRATION_TARGETS = ("head", "out_of_fold", "held_out")
-NORMALIZE_SCOPES = ("dimension", "modality")
+NORMALIZE_SCOPES = ("dimension", "modality", "center")
 
 __all__ = ["ABSENT_MEANS", "RECIPES", "ModelConfig", "TrainConfig", "choices_of", "flag_fields", "inert_settings",
            "setting"]
@@ -225,7 +225,9 @@ class TrainConfig:
     normalize: bool = setting(True, "standardise the features with each fold's training statistics")
     normalize_scope: str = setting("dimension", "what --normalize scales to unit variance: every feature "
                                                "dimension, or each modality as a whole (one scale per "
-                                               "modality: its dimensions keep their relative spread)",
+                                               "modality: its dimensions keep their relative spread); center: "
+                                               "no scaling, the features only centred (each modality keeps its "
+                                               "raw scale)",
                                    choices=NORMALIZE_SCOPES)
     grad_clip: float = setting(-1.0, "max gradient norm of each fold's model (<= 0: no clipping, MERBench's -1)")
     device: str = setting("cpu", "where the folds train: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda "

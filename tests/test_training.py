@@ -179,6 +179,10 @@ def test_modality_scope_gives_each_modality_one_scale_so_its_dimensions_keep_the
         assert np.allclose(normed.std(axis=0) / normed.std(axis=0).max(), spread / spread.max(), rtol=0.1)
         standardised = (x[keep] - np.array(per_dimension[name]["mean"])) / np.array(per_dimension[name]["std"])
         assert np.allclose(standardised.std(axis=0), 1.0, rtol=1e-3)
+    centred_only = feature_statistics(corpus, "center")
+    for name, x, spread, keep in zip(MODALITIES, features, spreads, present.T):
+        centred = (x[keep] - np.array(centred_only[name]["mean"])) / np.array(centred_only[name]["std"])
+        assert np.allclose(centred.mean(axis=0), 0.0, atol=0.1) and np.allclose(centred.std(axis=0), spread, rtol=0.1)
 
 
 def test_an_unknown_normalize_scope_is_refused_with_the_choices():

@@ -76,7 +76,8 @@ class TrainResult:
 def feature_statistics(corpus: Corpus, scope: str = "dimension") -> dict[str, dict[str, list[float]]]:
     """Per-dimension mean and std over the samples (and frames) where a modality is present; with
     scope "modality" every dimension gets the modality's one std (the root mean square of its
-    centred features), so the features keep the relative spread of their dimensions."""
+    centred features), so the features keep the relative spread of their dimensions; with scope
+    "center" the std is 1 (the features are only centred)."""
     stats = {}
     for name, features, present in zip(MODALITIES, corpus.features, corpus.present.T):
         values = features[present]
@@ -88,6 +89,8 @@ def feature_statistics(corpus: Corpus, scope: str = "dimension") -> dict[str, di
             mean, std = values.mean(axis=0), values.std(axis=0)
             if scope == "modality":
                 std = np.full_like(std, np.sqrt(np.mean(std ** 2)))
+            elif scope == "center":
+                std = np.ones_like(std)
         stats[name] = {"mean": mean.astype(np.float32).tolist(), "std": np.maximum(std, 1e-6).astype(np.float32).tolist()}
     return stats
 
