@@ -4,11 +4,12 @@ default) against out-of-fold probes (`--calibration_target out_of_fold`), each a
 time (`seed_*`: raw features, its optimizer, its schedule, its epoch selection, no degraded views);
 V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a higher
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
-(`modality_scaling`, `v1_modality_scaling`) and with centred raw features (`centered_only`); V2 whose fusion weights pass no task-loss gradient to
-sigma, with out-of-fold targets (`out_of_fold-calibrated`; at uncertainty weight 30, with T fixed or
-learned: `out_of_fold-calibrated-uw30*`); V2 whose u learns only from a training fold held out of
-the task loss (`held_out`, and with the fusion as above: `held_out-calibrated-uw30-learned_T`); V2
-and V1 without the feature-noise augmentation (`no_modality_noise`, `v1_no_modality_noise`).
+(`modality_scaling`, `v1_modality_scaling`); V2 with centred raw features (`centered_only`); V2
+whose fusion weights pass no task-loss gradient to sigma, with out-of-fold targets
+(`out_of_fold-calibrated`; at uncertainty weight 30, with T fixed or learned:
+`out_of_fold-calibrated-uw30*`); V2 whose u learns only from a training fold held out of the task
+loss (`held_out`, and with the fusion as above: `held_out-calibrated-uw30-learned_T`); V2 and V1
+without the feature-noise augmentation (`no_modality_noise`, `v1_no_modality_noise`).
 
     python scripts/calibration_runs.py [--seeds 0] [--variants ...] [--runs_dir runs/calibration] \
         [--build_args=--no_ladder] [--out results/calibration_out_of_fold.md]

@@ -44,6 +44,7 @@ from armer.data import load_dataset  # noqa: E402
 from armer.evaluate.conditions import gather, to_batch  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index, with_degraded_views  # noqa: E402
+from armer.train.probes import fold_of_samples  # noqa: E402
 from missing_modality_ceiling import waf  # noqa: E402  (scripts/)
 from report_files import generated_line, git_commit, write_report  # noqa: E402
 
@@ -183,9 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     per_seed = []
     for seed in args.seeds:
         config = TrainConfig(seed=seed, fold_groups="speaker")
-        fold = np.empty(len(train), dtype=int)
-        for f, rows in enumerate(validation_folds(train.samples, config)):
-            fold[rows] = f
+        fold = fold_of_samples(validation_folds(train.samples, config), len(train))
         rows = {}
         for i, modality in enumerate(MODALITIES):
             keep = train.present[:, i] & train.degraded_present[:, i]

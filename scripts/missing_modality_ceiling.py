@@ -83,10 +83,12 @@ def best_per_pattern(probs: dict[str, list[np.ndarray]], mask: np.ndarray, val_s
                      rows: dict[str, dict[str, float]]) -> list[np.ndarray]:
     """Each sample's probabilities from the model that scores best on its pattern of modalities (by
     `rows`, the fixed conditions' scores on these same samples: an optimistic, oracle choice)."""
+    best = {condition: max(probs, key=lambda column: rows[condition][column])
+            for condition in ("full", *DROP_PATTERNS) if condition in rows}
     chosen = []
     for e, s in enumerate(val_sets):
-        per_sample = [max(probs, key=lambda column: rows[pattern_condition(mask[i])][column]) for i in s]
-        chosen.append(np.stack([probs[column][e][j] for j, column in enumerate(per_sample)]))
+        columns = [best[pattern_condition(mask[i])] for i in s]
+        chosen.append(np.stack([probs[column][e][j] for j, column in enumerate(columns)]))
     return chosen
 
 

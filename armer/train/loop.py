@@ -319,16 +319,16 @@ def train_members(
     if config.degraded_views > 0 and "degraded_present" not in data:
         raise ValueError("degraded_views > 0 needs the train corpus loaded with its degraded views")
     held_out_folds = None
-    if sample_folds is not None and config.calibration_target == "held_out":
+    if sample_folds is not None:
+        if config.calibration_target == "held_out":
+            held_out_folds = torch.tensor([held_out_fold(f, config.num_folds) for f in folds], device=device)[:, None]
+        else:
+            start = time.perf_counter()
+            model.calibration_reference = fit_probes(data, sample_folds, folds, config.num_folds, stats,
+                                                     model_config.output_dim1).to(device)
+            log.info("folds %s: out-of-fold calibration probes fitted in %.1fs",
+                     " ".join(str(f + 1) for f in folds), time.perf_counter() - start)
         data["fold"] = torch.from_numpy(sample_folds)
-        held_out_folds = torch.tensor([held_out_fold(f, config.num_folds) for f in folds], device=device)[:, None]
-    elif sample_folds is not None:
-        start = time.perf_counter()
-        model.calibration_reference = fit_probes(data, sample_folds, folds, config.num_folds, stats,
-                                                 model_config.output_dim1).to(device)
-        data["fold"] = torch.from_numpy(sample_folds)
-        log.info("folds %s: out-of-fold calibration probes fitted in %.1fs", " ".join(str(f + 1) for f in folds),
-                 time.perf_counter() - start)
     clean = without_views(data)  # what validation scores
     # What training batches are gathered from: the views only when they are swapped in.
     train_data = data if config.degraded_views > 0 else clean
