@@ -21,6 +21,7 @@ MISSING_MODES = ("mask", "zeros")
 OPTIMIZERS = ("adam", "adamw")
 CALIBRATION_TARGETS = ("head", "out_of_fold", "held_out")
 NORMALIZE_SCOPES = ("dimension", "modality", "center")
+NOISE_SCALES = ("unit", "feature")
 
 __all__ = ["ABSENT_MEANS", "RECIPES", "ModelConfig", "TrainConfig", "choices_of", "flag_fields", "inert_settings",
            "setting"]
@@ -96,6 +97,12 @@ class ModelConfig:
     # The noise teaches sigma to rise on degraded inputs.
     modality_noise: float = setting(0.1, "Not in the seed: probability that a present modality of a training sample "
                                          "is mixed with Gaussian noise (a random share, same scale)")
+    # N(0, I) matches standardised features; on centred features with their own scales (text spreads
+    # 0.05 per dimension, speech 0.24) it would wipe out the small-scale modalities and barely touch the others.
+    noise_scale: str = setting("unit", "Not in the seed: the spread of --modality_noise's Gaussian: unit (N(0, I) "
+                                       "on the model's input) or feature (each dimension's training spread on that "
+                                       "input, which differs from 1 under --normalize_scope modality or center)",
+                               choices=NOISE_SCALES)
     # A small head per modality predicts the emotion from its mu, and u = mean sigma regresses how
     # wrong that head is (1 - p(target), detached), so u grows where the modality cannot be trusted.
     # The target is the label in armer.train, the fused prediction inside MERBench (no labels there).
@@ -136,6 +143,8 @@ class ModelConfig:
             problems.append("output_dim1=0 (no emotion classes) needs the valence head: output_dim2 must be positive")
         if self.missing_modality not in MISSING_MODES:
             problems.append(f"missing_modality={self.missing_modality!r} must be one of {MISSING_MODES}")
+        if self.noise_scale not in NOISE_SCALES:
+            problems.append(f"noise_scale={self.noise_scale!r} must be one of {NOISE_SCALES}")
         if self.feat_type not in FEAT_TYPES:
             problems.append(f"feat_type={self.feat_type!r} must be one of {FEAT_TYPES}")
         if self.hidden_dim % max(1, self.num_attention_heads):
@@ -292,7 +301,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 # where that is today's value or changes nothing).
 ABSENT_MEANS: dict[str, Any] = {"expert_fusion": False, "uncertainty_weight": 1.0, "calibration_target": "head",
                                 "normalize_scope": "dimension", "calibrated_fusion": False,
-                                "learn_temperature": False}
+                                "learn_temperature": False, "noise_scale": "unit"}
 # What only V2 reads: V1 (attention_robust) trains and predicts the same whatever their values.
 V2_ONLY = ("use_vae", "kl_weight", "recon_weight", "recon_dims", "cross_kl_weight", "use_proxy_attention",
            "fusion_temperature", "num_attention_heads", "calibration_weight", "uncertainty_weight", "expert_fusion",
@@ -303,13 +312,15 @@ CALIBRATION_ONLY = ("uncertainty_weight", "calibration_target")
 def inert_settings(values: dict[str, Any]) -> set[str]:
     """The settings among `values` (model and training settings by name) that change nothing given
     the others: V2's own ones for V1, the calibration term's when its weight is 0, the scaling's scope
-    without scaling. Two runs that differ only there train alike (scripts/run_experiments.py reuses
-    one for the other)."""
+    and the noise's scale without scaling, the noise's scale without noise. Two runs that differ only
+    there train alike (scripts/run_experiments.py reuses one for the other)."""
     inert: set[str] = set()
     if values.get("model") == "attention_robust":
         inert.update(V2_ONLY)
     if values.get("calibration_weight") == 0:
         inert.update(CALIBRATION_ONLY)
     if values.get("normalize") is False:
-        inert.add("normalize_scope")
+        inert.update(("normalize_scope", "noise_scale"))
+    if values.get("modality_noise") == 0:
+        inert.add("noise_scale")
     return inert & set(values)

@@ -284,6 +284,21 @@ def test_noise_mixing_keeps_the_scale_and_removes_the_signal():
     assert torch.equal(mix_with_noise(torch.zeros(4, 3), torch.ones(4)), torch.zeros(4, 3))  # missing stays zero
 
 
+def test_noise_with_a_spread_takes_each_members_own_scale_per_dimension():
+    """--noise_scale feature: on centred features with their own scales, noise as large as each dimension's spread."""
+    from armer.model.missing import mix_with_noise
+
+    spread = torch.tensor([[0.05, 1.0, 20.0], [2.0, 0.5, 0.01]])  # (E=2, D=3)
+    x = torch.randn(2, 3000, 3) * spread[:, None, :]
+    alpha = torch.zeros(2, 3000)
+    alpha[:, 1000:] = 1.0
+    mixed = mix_with_noise(x, alpha, spread)
+    assert torch.equal(mixed[:, :1000], x[:, :1000])
+    assert torch.allclose(mixed[:, 1000:].std(dim=1) / spread, torch.ones(2, 3), atol=0.06)
+    unit = mix_with_noise(x, alpha)
+    assert torch.allclose(unit[:, 1000:].std(dim=1), torch.ones(2, 3), atol=0.06)  # the default ignores the scale
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_a_valence_only_model_has_no_emotion_classes_and_trains_with_missing_modalities(name):
     """output_dim1 = 0 (MERBench's CMU-MOSI, CMU-MOSEI, CH-SIMS): only the valence head."""
@@ -311,3 +326,18 @@ def test_output_dim1_0_needs_the_valence_head():
         tiny_config(output_dim1=0, output_dim2=0)
     with pytest.raises(ValueError, match="must be >= 0"):
         tiny_config(output_dim1=-1)
+
+
+@pytest.mark.parametrize("noise_scale", ["unit", "feature"])
+def test_the_models_training_noise_follows_noise_scale(noise_scale):
+    """With centred (unscaled) features the text's spread is tiny: unit noise swamps it, feature noise keeps it."""
+    config = tiny_config(modality_noise=1.0, modality_dropout=0.0, modality_dropout_warmup=0, noise_scale=noise_scale)
+    model = create_model(config, members=2).train()
+    spreads = [0.5, 0.05, 2.0]
+    model.normalizer.set_statistics([{m: {"mean": [0.0] * d, "std": [1.0] * d, "spread": [s] * d}
+                                      for m, d, s in zip(("audio", "text", "video"), DIMS, spreads)}] * 2)
+    batch = {key: torch.randn(4000, d) * s for key, d, s in zip(FEATURE_KEYS, DIMS, spreads)}
+    normed = model.prepare(batch, check_inputs=True)[0]
+    for x, spread in zip(normed, spreads):
+        expected = spread if noise_scale == "feature" else (2 * spread ** 2 / 3 + 1 / 3) ** 0.5  # alpha ~ U(0, 1)
+        assert x.std().item() == pytest.approx(expected, rel=0.05)

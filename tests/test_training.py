@@ -183,6 +183,10 @@ def test_modality_scope_gives_each_modality_one_scale_so_its_dimensions_keep_the
     for name, x, spread, keep in zip(MODALITIES, features, spreads, present.T):
         centred = (x[keep] - np.array(centred_only[name]["mean"])) / np.array(centred_only[name]["std"])
         assert np.allclose(centred.mean(axis=0), 0.0, atol=0.1) and np.allclose(centred.std(axis=0), spread, rtol=0.1)
+        # 'spread' is the spread the scaled features have: the scale of --noise_scale feature's noise
+        assert np.allclose(centred_only[name]["spread"], centred.std(axis=0), rtol=1e-3)
+        assert np.allclose(per_dimension[name]["spread"], 1.0)
+        assert np.allclose(per_modality[name]["spread"], spread / np.sqrt(np.mean(spread ** 2)), rtol=0.1)
 
 
 def test_an_unknown_normalize_scope_is_refused_with_the_choices():

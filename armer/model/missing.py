@@ -51,12 +51,13 @@ def sample_feature_noise(present: torch.Tensor, probability: torch.Tensor | floa
     return torch.where(draw & present, alpha, torch.zeros_like(alpha))
 
 
-def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
     """sqrt(1 - alpha^2) * x + alpha * N(0, I) on standardised features: same scale, less signal.
 
-    alpha has x's leading (sample) dims, e.g. (B,) or (E, B); alpha = 1 leaves pure noise. Zero
-    (missing or padded) entries stay zero. Noise is drawn only for the samples that get it
-    (most have alpha = 0).
+    alpha has x's leading (sample) dims, e.g. (B,) or (E, B); alpha = 1 leaves pure noise. With
+    `spread` (E, D), the noise of member e has standard deviation spread[e] per dimension instead
+    of 1 (features that are centred but keep their own scale). Zero (missing or padded) entries stay
+    zero. Noise is drawn only for the samples that get it (most have alpha = 0).
     """
     flat_x = x.reshape(alpha.numel(), *x.shape[alpha.dim():])
     flat_alpha = alpha.reshape(-1)
@@ -65,7 +66,11 @@ def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         return x
     a = flat_alpha[rows].reshape((-1,) + (1,) * (flat_x.dim() - 1))
     picked = flat_x[rows]
-    mixed = (torch.sqrt(1.0 - a.pow(2)) * picked + a * torch.randn_like(picked)) * (picked != 0)
+    noise = torch.randn_like(picked)
+    if spread is not None:
+        member = rows // (alpha.numel() // spread.shape[0])
+        noise = noise * spread[member].reshape((len(rows),) + (1,) * (flat_x.dim() - 2) + (spread.shape[-1],))
+    mixed = (torch.sqrt(1.0 - a.pow(2)) * picked + a * noise) * (picked != 0)
     return flat_x.index_copy(0, rows, mixed).view(x.shape)
 
 

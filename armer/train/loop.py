@@ -77,21 +77,25 @@ def feature_statistics(corpus: Corpus, scope: str = "dimension") -> dict[str, di
     """Per-dimension mean and std over the samples (and frames) where a modality is present; with
     scope "modality" every dimension gets the modality's one std (the root mean square of its
     centred features), so the features keep the relative spread of their dimensions; with scope
-    "center" the std is 1 (the features are only centred)."""
+    "center" the std is 1 (the features are only centred). 'spread' is each dimension's std after
+    that scaling, the scale of `--noise_scale feature`'s training noise."""
     stats = {}
     for name, features, present in zip(MODALITIES, corpus.features, corpus.present.T):
         values = features[present]
         if values.ndim == 3:
             values = values[np.abs(values).max(axis=-1) > 0]
         if len(values) < 2:
-            mean, std = np.zeros(features.shape[-1]), np.ones(features.shape[-1])
+            mean, spread = np.zeros(features.shape[-1]), np.ones(features.shape[-1])
         else:
-            mean, std = values.mean(axis=0), values.std(axis=0)
-            if scope == "modality":
-                std = np.full_like(std, np.sqrt(np.mean(std ** 2)))
-            elif scope == "center":
-                std = np.ones_like(std)
-        stats[name] = {"mean": mean.astype(np.float32).tolist(), "std": np.maximum(std, 1e-6).astype(np.float32).tolist()}
+            mean, spread = values.mean(axis=0), values.std(axis=0)
+        std = spread
+        if scope == "modality":
+            std = np.full_like(spread, np.sqrt(np.mean(spread ** 2)))
+        elif scope == "center":
+            std = np.ones_like(spread)
+        std = np.maximum(std, 1e-6)
+        stats[name] = {"mean": mean.astype(np.float32).tolist(), "std": std.astype(np.float32).tolist(),
+                       "spread": (spread / std).astype(np.float32).tolist()}
     return stats
 
 
