@@ -101,7 +101,8 @@ class ModelConfig:
     # 0.05 per dimension, speech 0.24) it would wipe out the small-scale modalities and barely touch the others.
     noise_scale: str = setting("unit", "Not in the seed: the spread of --modality_noise's Gaussian: unit (N(0, I) "
                                        "on the model's input) or feature (each dimension's training spread on that "
-                                       "input, which differs from 1 under --normalize_scope modality or center)",
+                                       "input, which differs from 1 under --normalize_scope modality or center; "
+                                       "inside MERBench, which keeps no statistics, the same as unit)",
                                choices=NOISE_SCALES)
     # A small head per modality predicts the emotion from its mu, and u = mean sigma regresses how
     # wrong that head is (1 - p(target), detached), so u grows where the modality cannot be trusted.
