@@ -277,3 +277,26 @@ def test_a_label_file_mixing_emotion_and_valence_only_samples_is_refused(tmp_pat
     assert dataset.label_names == [] and dataset.has_valence and (dataset.train.emotions == NO_CLASS).all()
     with pytest.raises(DataError, match="has valences only"):  # a classification checkpoint's classes
         load_dataset(tree["features_root"], tree["label_path"], names, label_names=["happy", "sad"])
+
+
+def test_speaker_breakdown_scores_each_fold_group_out_of_fold_and_each_test_group(cli_tree, tmp_path):
+    """scripts/speaker_breakdown.py on a run whose folds group the samples by their last digit."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from speaker_breakdown import main
+
+    save_root = tmp_path / "run"
+    result = run("armer.train", *data_args(cli_tree), "--save_root", str(save_root), "--epochs", "2", "--num_folds",
+                 "2", "--workers", "1", "--hidden_dim", "16", "--fold_groups", r"regex:(\d)$")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "breakdown.md"
+    main([f"A={save_root}", f"A={save_root}", "--test", "test1", "--out", str(out)])
+    scores = json.loads(out.with_suffix(".json").read_text())["scores"]["A"]
+    assert len(scores) == 2 and scores[0] == scores[1]  # the same run twice: the same scores
+    validation = {k: v for k, v in scores[0].items() if k.startswith("validation ") and k[-1].isdigit()}
+    assert sorted(validation) == [f"validation {d}" for d in range(10)]
+    assert scores[0]["validation: mean over the groups"] == pytest.approx(np.mean(list(validation.values())))
+    assert scores[0]["validation: worst group"] == min(validation.values())
+    assert {f"test1 {d}" for d in range(10)} | {"test1 (all)"} <= set(scores[0])
+    assert "| validation: worst group | " in out.read_text()
+    with pytest.raises(SystemExit, match="no test corpus 'test9'"):
+        main([f"A={save_root}", "--test", "test9", "--out", str(out)])
