@@ -101,8 +101,9 @@ class ModelConfig:
     # 0.05 per dimension, speech 0.24) it would wipe out the small-scale modalities and barely touch the others.
     noise_scale: str = setting("unit", "Not in the seed: the spread of --modality_noise's Gaussian: unit (N(0, I) "
                                        "on the model's input) or feature (each dimension's training spread on that "
-                                       "input, which differs from 1 under --normalize_scope modality or center; "
-                                       "inside MERBench, which keeps no statistics, the same as unit)",
+                                       "input, which differs from 1 under --normalize_scope modality or center "
+                                       "and with --no-normalize, where it is also mixed in around the training "
+                                       "mean; inside MERBench, which keeps no statistics, the same as unit)",
                                choices=NOISE_SCALES)
     # A small head per modality predicts the emotion from its mu, and u = mean sigma regresses how
     # wrong that head is (1 - p(target), detached), so u grows where the modality cannot be trusted.
@@ -313,15 +314,15 @@ CALIBRATION_ONLY = ("uncertainty_weight", "calibration_target")
 def inert_settings(values: dict[str, Any]) -> set[str]:
     """The settings among `values` (model and training settings by name) that change nothing given
     the others: V2's own ones for V1, the calibration term's when its weight is 0, the scaling's scope
-    and the noise's scale without scaling, the noise's scale without noise. Two runs that differ only
-    there train alike (scripts/run_experiments.py reuses one for the other)."""
+    without scaling, the noise's scale without noise. Two runs that differ only there train alike
+    (scripts/run_experiments.py reuses one for the other)."""
     inert: set[str] = set()
     if values.get("model") == "attention_robust":
         inert.update(V2_ONLY)
     if values.get("calibration_weight") == 0:
         inert.update(CALIBRATION_ONLY)
     if values.get("normalize") is False:
-        inert.update(("normalize_scope", "noise_scale"))
+        inert.add("normalize_scope")
     if values.get("modality_noise") == 0:
         inert.add("noise_scale")
     return inert & set(values)

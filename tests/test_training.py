@@ -189,6 +189,34 @@ def test_modality_scope_gives_each_modality_one_scale_so_its_dimensions_keep_the
         assert np.allclose(per_modality[name]["spread"], spread / np.sqrt(np.mean(spread ** 2)), rtol=0.1)
 
 
+def test_raw_features_get_noise_statistics_that_leave_them_raw():
+    """--no-normalize --noise_scale feature: identity scaling, the noise at the features' own spread and centre."""
+    from types import SimpleNamespace
+
+    from armer.train.loop import raw_noise_statistics
+
+    rng = np.random.default_rng(0)
+    features = [(c + rng.standard_normal((3000, 2)) * s).astype(np.float32) for c, s in ((600.0, 10.0), (0.4, 0.05), (3.0, 0.5))]
+    stats = raw_noise_statistics(SimpleNamespace(features=features, present=np.ones((3000, 3), dtype=bool)))
+    for name, x in zip(MODALITIES, features):
+        assert np.allclose(stats[name]["mean"], 0.0) and np.allclose(stats[name]["std"], 1.0)
+        assert np.allclose(stats[name]["centre"], x.mean(axis=0), rtol=1e-4)
+        assert np.allclose(stats[name]["spread"], x.std(axis=0), rtol=1e-3)
+
+
+def test_training_on_raw_features_with_noise_at_their_scale_keeps_them_raw(planted_tree):
+    _, dataset = planted_tree
+    result = train_folds(dataset, tiny_config(noise_scale="feature", modality_noise=0.5),
+                         TrainConfig(epochs=1, num_folds=2, workers=1, normalize=False))
+    normalizer = result.ensemble.network.normalizer
+    audio = dataset.train.features[0][dataset.train.present[:, 0]]
+    assert torch.equal(normalizer.audio_mean, torch.zeros_like(normalizer.audio_mean))  # the inputs stay raw
+    assert torch.equal(normalizer.audio_std, torch.ones_like(normalizer.audio_std))
+    spread, centre = normalizer.noise_scale(0)
+    assert np.allclose(centre.numpy(), audio.mean(axis=0), atol=0.1 * audio.std())
+    assert np.allclose(spread.numpy(), audio.std(axis=0), rtol=0.2)
+
+
 def test_an_unknown_normalize_scope_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="normalize_scope='feature' must be one of"):
         TrainConfig(normalize_scope="feature")

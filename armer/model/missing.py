@@ -51,13 +51,15 @@ def sample_feature_noise(present: torch.Tensor, probability: torch.Tensor | floa
     return torch.where(draw & present, alpha, torch.zeros_like(alpha))
 
 
-def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
+def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor, spread: torch.Tensor | None = None,
+                   centre: torch.Tensor | None = None) -> torch.Tensor:
     """sqrt(1 - alpha^2) * x + alpha * N(0, I) on standardised features: same scale, less signal.
 
     alpha has x's leading (sample) dims, e.g. (B,) or (E, B); alpha = 1 leaves pure noise. With
     `spread` (E, D), the noise of member e has standard deviation spread[e] per dimension instead
-    of 1 (features that are centred but keep their own scale). Zero (missing or padded) entries stay
-    zero. Noise is drawn only for the samples that get it (most have alpha = 0).
+    of 1, and with `centre` (E, D) it is mixed in around centre[e] instead of 0: features that keep
+    their own scale and offset still get noise of their own size. Zero (missing or padded) entries
+    stay zero. Noise is drawn only for the samples that get it (most have alpha = 0).
     """
     flat_x = x.reshape(alpha.numel(), *x.shape[alpha.dim():])
     flat_alpha = alpha.reshape(-1)
@@ -66,11 +68,16 @@ def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor, spread: torch.Tensor | 
         return x
     a = flat_alpha[rows].reshape((-1,) + (1,) * (flat_x.dim() - 1))
     picked = flat_x[rows]
-    noise = torch.randn_like(picked)
-    if spread is not None:
-        member = rows // (alpha.numel() // spread.shape[0])
-        noise = noise * spread[member].reshape((len(rows),) + (1,) * (flat_x.dim() - 2) + (spread.shape[-1],))
-    mixed = (torch.sqrt(1.0 - a.pow(2)) * picked + a * noise) * (picked != 0)
+    noise, middle = torch.randn_like(picked), torch.zeros(())
+    per_dim = (len(rows),) + (1,) * (flat_x.dim() - 2) + (x.shape[-1],)
+    members = spread if spread is not None else centre
+    if members is not None:
+        member = rows // (alpha.numel() // members.shape[0])
+        if spread is not None:
+            noise = noise * spread[member].reshape(per_dim)
+        if centre is not None:
+            middle = centre[member].reshape(per_dim)
+    mixed = (middle + torch.sqrt(1.0 - a.pow(2)) * (picked - middle) + a * noise) * (picked != 0)
     return flat_x.index_copy(0, rows, mixed).view(x.shape)
 
 

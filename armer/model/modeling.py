@@ -87,22 +87,27 @@ class FeatureNormalizer(nn.Module):
             self.register_buffer(f"{modality}_mean", torch.zeros(E, dim), persistent=False)
             self.register_buffer(f"{modality}_std", torch.ones(E, dim), persistent=False)
             self.register_buffer(f"{modality}_spread", torch.ones(E, dim), persistent=False)
+            self.register_buffer(f"{modality}_centre", torch.zeros(E, dim), persistent=False)
 
     def set_statistics(self, stats: list[dict[str, dict[str, list[float]]]]) -> None:
-        """One {modality: {'mean', 'std'}} per member, and for training the optional 'spread': each
-        dimension's standard deviation after the scaling (1 when standardised per dimension)."""
+        """One {modality: {'mean', 'std'}} per member, and for training's noise the optional 'spread'
+        (each dimension's standard deviation after the scaling: 1 when standardised per dimension)
+        and 'centre' (its mean after the scaling: 0 unless the features are kept raw)."""
         for modality in MODALITIES:
             mean = torch.as_tensor([s[modality]["mean"] for s in stats], dtype=torch.float32)
             std = torch.as_tensor([s[modality]["std"] for s in stats], dtype=torch.float32)
             getattr(self, f"{modality}_mean").copy_(mean)
             getattr(self, f"{modality}_std").copy_(std)
-            if all("spread" in s[modality] for s in stats):
-                spread = torch.as_tensor([s[modality]["spread"] for s in stats], dtype=torch.float32)
-                getattr(self, f"{modality}_spread").copy_(spread)
+            for key in ("spread", "centre"):
+                if all(key in s[modality] for s in stats):
+                    values = torch.as_tensor([s[modality][key] for s in stats], dtype=torch.float32)
+                    getattr(self, f"{modality}_{key}").copy_(values)
 
-    def spread(self, index: int) -> torch.Tensor:
-        """(E, D): each dimension's training standard deviation on the scale `forward` returns."""
-        return getattr(self, f"{MODALITIES[index]}_spread")
+    def noise_scale(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, D) each: each dimension's training standard deviation and mean on the scale `forward`
+        returns."""
+        modality = MODALITIES[index]
+        return getattr(self, f"{modality}_spread"), getattr(self, f"{modality}_centre")
 
     def forward(self, index: int, x: torch.Tensor, present: torch.Tensor, dims: slice = slice(None)) -> torch.Tensor:
         """x (E, B, D) or (E, B, T, D); present (E, B); only the feature dims `dims` are returned."""
@@ -218,8 +223,9 @@ class RobustBase(nn.Module):
         normed = [self.normalizer(i, x, used[..., i]) for i, x in enumerate(features)]
         if self.training and self.config.modality_noise > 0:
             alpha = sample_feature_noise(used, self.config.modality_noise * self.warmup_ramp())  # (E, B, M)
-            spreads = [self.normalizer.spread(i) if self.config.noise_scale == "feature" else None for i in range(M)]
-            normed = [mix_with_noise(x, alpha[..., i], spreads[i]) for i, x in enumerate(normed)]
+            scales = [self.normalizer.noise_scale(i) if self.config.noise_scale == "feature" else (None, None)
+                      for i in range(M)]
+            normed = [mix_with_noise(x, alpha[..., i], *scales[i]) for i, x in enumerate(normed)]
         if self.config.missing_modality == "zeros":  # the seed's: absent inputs are zeros, fused like the others
             used = torch.ones_like(used)
         return normed, features, present, used, shared

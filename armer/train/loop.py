@@ -99,6 +99,14 @@ def feature_statistics(corpus: Corpus, scope: str = "dimension") -> dict[str, di
     return stats
 
 
+def raw_noise_statistics(corpus: Corpus) -> dict[str, dict[str, list[float]]]:
+    """Statistics that leave raw features as they are (mean 0, std 1) and give `--noise_scale
+    feature` their spread and centre, for `--no-normalize`."""
+    stats = feature_statistics(corpus, "center")
+    return {name: {"mean": [0.0] * len(s["mean"]), "std": [1.0] * len(s["std"]), "spread": s["spread"],
+                   "centre": s["mean"]} for name, s in stats.items()}
+
+
 def without_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch without its degraded views (the `degraded_*` keys of `to_batch`)."""
     return {k: v for k, v in batch.items() if not k.startswith("degraded_")}
@@ -481,8 +489,12 @@ def train_folds(dataset: Dataset, model_config: ModelConfig, config: TrainConfig
     train = dataset.train
     val_sets = validation_folds(train.samples, config)
     train_sets = [np.setdiff1d(np.arange(len(train)), v) for v in val_sets]
-    stats = ([feature_statistics(train.subset(t), config.normalize_scope) for t in train_sets]
-             if config.normalize else None)
+    if config.normalize:
+        stats = [feature_statistics(train.subset(t), config.normalize_scope) for t in train_sets]
+    elif model_config.noise_scale == "feature" and model_config.modality_noise > 0:
+        stats = [raw_noise_statistics(train.subset(t)) for t in train_sets]
+    else:
+        stats = None
     sample_folds = fold_of_samples(val_sets, len(train)) if splits_training_folds(model_config, config) else None
     workers = worker_count(config)
     threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
