@@ -46,7 +46,7 @@ from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index, with_degraded_views  # noqa: E402
 from armer.train.probes import fold_of_samples  # noqa: E402
 from missing_modality_ceiling import waf  # noqa: E402  (scripts/)
-from report_files import generated_line, git_commit, write_report  # noqa: E402
+from report_files import generated_line, git_commit, recorded_folds, write_report  # noqa: E402
 
 C = 0.1  # logistic regressions' inverse regularisation, fixed (not tuned)
 
@@ -128,8 +128,7 @@ def run_response(run: Path, train, data: dict[str, torch.Tensor], levels: dict[s
     network = model.network.eval()
     if info.model.model != "attention_robust_v2":
         raise SystemExit(f"{run}: a V2 run is needed (attention_robust_v2), not {info.model.model}")
-    run_args = json.loads((run / "summary.json").read_text())["args"]
-    val_sets = validation_folds(train.samples, TrainConfig(**{k: run_args[k] for k in ("seed", "num_folds", "fold_groups")}))
+    val_sets = recorded_folds(run, train.samples)
     train_sets = [np.setdiff1d(np.arange(len(train)), rows) for rows in val_sets]
 
     def per_sample(batch: dict[str, torch.Tensor], i: int, sets: list[np.ndarray]) -> dict[str, np.ndarray]:

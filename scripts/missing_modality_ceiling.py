@@ -41,7 +41,7 @@ from armer.evaluate.metrics import score  # noqa: E402
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
 from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index  # noqa: E402
-from report_files import generated_line, git_commit, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, recorded_args, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
 ARMS = {"v1": "V1", "seed": "seed recipe", "v2": "V2"}  # run name (scripts/run_experiments.py) -> column
@@ -132,7 +132,7 @@ def parse_args() -> argparse.Namespace:
 
 def data_settings(run_dir: Path) -> dict:
     """What a run trained on and how its folds were drawn, from its recorded arguments."""
-    args = json.loads((run_dir / "summary.json").read_text())["args"]
+    args = recorded_args(run_dir)
     return {key: args[key] for key in ("features_root", "label_path", "fold_groups", "num_folds")}
 
 

@@ -1,6 +1,6 @@
-"""What the result scripts share: the arguments of the scripts that read run_experiments' runs, the
-provenance line of a generated report and writing it as Markdown with its data beside it (same
-name, .json)."""
+"""What the result scripts share: the arguments of the scripts that read run_experiments' runs, a
+finished run's recorded arguments and validation folds, the provenance line of a generated report
+and writing it as Markdown with its data beside it (same name, .json)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,22 @@ def runs_parser(description: str, report: str) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", default=str(ROOT / "results" / report))
     return p
+
+
+def recorded_args(run_dir: str | Path) -> dict[str, Any]:
+    """The arguments an `armer.train` run recorded in its summary.json (defaults included)."""
+    return json.loads((Path(run_dir) / "summary.json").read_text())["args"]
+
+
+def recorded_folds(run_dir: str | Path, samples: list[str]) -> list:
+    """The validation folds (sample indices) the run drew over the train corpus `samples`, from its
+    recorded seed, number of folds and fold groups."""
+    sys.path.insert(0, str(ROOT))
+    from armer.config import TrainConfig
+    from armer.train.folds import validation_folds
+
+    args = recorded_args(run_dir)
+    return validation_folds(samples, TrainConfig(**{k: args[k] for k in ("seed", "num_folds", "fold_groups")}))
 
 
 def generated_line(script: str) -> str:

@@ -25,13 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.checkpoint import load_checkpoint  # noqa: E402
-from armer.config import TrainConfig  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.data import load_dataset  # noqa: E402
 from armer.evaluate.conditions import to_batch  # noqa: E402
-from armer.train.folds import sample_group, validation_folds  # noqa: E402
+from armer.train.folds import sample_group  # noqa: E402
 from missing_modality_ceiling import fold_probs, waf  # noqa: E402  (scripts/)
-from report_files import generated_line, git_commit, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, recorded_folds, write_report  # noqa: E402  (scripts/)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,8 +54,7 @@ def group_scores(run_dir: Path, tests: list[str]) -> tuple[dict[str, float], str
     names = {m: info.features[m]["name"] for m in MODALITIES}
     dataset = load_dataset(args["features_root"], args["label_path"], names, info.model.feat_type)
     train = dataset.train
-    val_sets = validation_folds(train.samples, TrainConfig(seed=args["seed"], fold_groups=args["fold_groups"],
-                                                           num_folds=args["num_folds"]))
+    val_sets = recorded_folds(run_dir, train.samples)
     probs = np.zeros((len(train), info.model.output_dim1))
     out_of_fold = fold_probs(ensemble.network, to_batch(train), val_sets, train.present, False)["model"]
     for fold, samples in zip(out_of_fold, val_sets):
