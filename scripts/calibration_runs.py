@@ -6,7 +6,7 @@ V1 with standardised and with raw features (`v1`, `v1_raw_features`); V2 with a 
 modality-dropout rate (`modality_dropout_*`); V2 and V1 with one scale per modality
 (`modality_scaling`, `v1_modality_scaling`); V2 with centred raw features (`centered_only`), and
 with the feature noise at those features' own scale (`centered_feature_noise`), and raw features with
-it (`raw_feature_noise`); V2
+it (`raw_feature_noise`); V2 with a sharper fusion (`temperature_0.15`); V2
 whose fusion weights pass no task-loss gradient to sigma, with out-of-fold targets
 (`out_of_fold-calibrated`; at uncertainty weight 30, with T fixed or learned:
 `out_of_fold-calibrated-uw30*`); V2 whose u learns only from a training fold held out of the task
@@ -64,6 +64,7 @@ VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertai
     "centered_only": ["--normalize_scope", "center"],  # raw scales, centred: is the raw features' gain the scale?
     "centered_feature_noise": ["--normalize_scope", "center", "--noise_scale", "feature"],
     "raw_feature_noise": ["--no-normalize", "--noise_scale", "feature"],
+    "temperature_0.15": ["--fusion_temperature", "0.15"],  # every weight change 1.67 times as steep in 1/u
     # sigma learns from the calibration term (and the VAE terms), not from the task loss through the weights
     "out_of_fold-calibrated": ["--calibration_target", "out_of_fold", "--calibrated_fusion"],
     "out_of_fold-calibrated-uw30": ["--calibration_target", "out_of_fold", "--calibrated_fusion", "--uncertainty_weight", "30"],
