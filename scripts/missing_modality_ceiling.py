@@ -33,15 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from armer.checkpoint import load_checkpoint  # noqa: E402
-from armer.config import TrainConfig  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.data import load_dataset  # noqa: E402
 from armer.evaluate.conditions import gather, to_batch  # noqa: E402
 from armer.evaluate.metrics import score  # noqa: E402
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
-from armer.train.folds import validation_folds  # noqa: E402
 from armer.train.loop import padded_index  # noqa: E402
-from report_files import generated_line, git_commit, recorded_args, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, recorded_args, recorded_folds, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
 ARMS = {"v1": "V1", "seed": "seed recipe", "v2": "V2"}  # run name (scripts/run_experiments.py) -> column
@@ -133,7 +131,7 @@ def parse_args() -> argparse.Namespace:
 def data_settings(run_dir: Path) -> dict:
     """What a run trained on and how its folds were drawn, from its recorded arguments."""
     args = recorded_args(run_dir)
-    return {key: args[key] for key in ("features_root", "label_path", "fold_groups", "num_folds")}
+    return {key: args[key] for key in ("features_root", "label_path", "seed", "fold_groups", "num_folds")}
 
 
 def main() -> None:
@@ -156,8 +154,7 @@ def main() -> None:
         names = {m: info.features[m]["name"] for m in MODALITIES}
         dataset = load_dataset(setting["features_root"], setting["label_path"], names, info.model.feat_type)
         train = dataset.train
-        val_sets = validation_folds(train.samples, TrainConfig(seed=seed, fold_groups=setting["fold_groups"],
-                                                               num_folds=setting["num_folds"]))
+        val_sets = recorded_folds(path, train.samples)  # every arm's, as checked above
         data, labels = to_batch(train), train.emotions
         present = train.present
         masks = {"full": present, **{n: pattern_mask(present, keep) for n, keep in DROP_PATTERNS.items()},

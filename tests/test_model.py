@@ -292,13 +292,13 @@ def test_noise_with_a_spread_takes_each_members_own_scale_per_dimension():
     x = torch.randn(2, 3000, 3) * spread[:, None, :]
     alpha = torch.zeros(2, 3000)
     alpha[:, 1000:] = 1.0
-    mixed = mix_with_noise(x, alpha, spread)
+    mixed = mix_with_noise(x, alpha, (spread, torch.zeros_like(spread)))
     assert torch.equal(mixed[:, :1000], x[:, :1000])
     assert torch.allclose(mixed[:, 1000:].std(dim=1) / spread, torch.ones(2, 3), atol=0.06)
     unit = mix_with_noise(x, alpha)
     assert torch.allclose(unit[:, 1000:].std(dim=1), torch.ones(2, 3), atol=0.06)  # the default ignores the scale
     centre = torch.tensor([[17.0, -3.0, 0.5], [1.0, 2.0, 40.0]])
-    raw = mix_with_noise(x + centre[:, None, :], alpha, spread, centre)  # raw features: around their mean
+    raw = mix_with_noise(x + centre[:, None, :], alpha, (spread, centre))  # raw features: around their mean
     assert torch.allclose(raw[:, 1000:].mean(dim=1), centre, atol=0.1 * spread.max().item())
     assert torch.allclose(raw[:, 1000:].std(dim=1) / spread, torch.ones(2, 3), atol=0.06)
 

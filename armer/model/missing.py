@@ -51,13 +51,13 @@ def sample_feature_noise(present: torch.Tensor, probability: torch.Tensor | floa
     return torch.where(draw & present, alpha, torch.zeros_like(alpha))
 
 
-def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor, spread: torch.Tensor | None = None,
-                   centre: torch.Tensor | None = None) -> torch.Tensor:
+def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor,
+                   scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """sqrt(1 - alpha^2) * x + alpha * N(0, I) on standardised features: same scale, less signal.
 
     alpha has x's leading (sample) dims, e.g. (B,) or (E, B); alpha = 1 leaves pure noise. With
-    `spread` (E, D), the noise of member e has standard deviation spread[e] per dimension instead
-    of 1, and with `centre` (E, D) it is mixed in around centre[e] instead of 0: features that keep
+    `scale` = (spread, centre), each (E, D), the noise of member e has standard deviation spread[e]
+    per dimension instead of 1 and is mixed in around centre[e] instead of 0: features that keep
     their own scale and offset still get noise of their own size. Zero (missing or padded) entries
     stay zero. Noise is drawn only for the samples that get it (most have alpha = 0).
     """
@@ -68,16 +68,13 @@ def mix_with_noise(x: torch.Tensor, alpha: torch.Tensor, spread: torch.Tensor | 
         return x
     a = flat_alpha[rows].reshape((-1,) + (1,) * (flat_x.dim() - 1))
     picked = flat_x[rows]
-    noise, middle = torch.randn_like(picked), torch.zeros(())
-    per_dim = (len(rows),) + (1,) * (flat_x.dim() - 2) + (x.shape[-1],)
-    members = spread if spread is not None else centre
-    if members is not None:
-        member = rows // (alpha.numel() // members.shape[0])
-        if spread is not None:
-            noise = noise * spread[member].reshape(per_dim)
-        if centre is not None:
-            middle = centre[member].reshape(per_dim)
-    mixed = (middle + torch.sqrt(1.0 - a.pow(2)) * (picked - middle) + a * noise) * (picked != 0)
+    noise, centre = torch.randn_like(picked), torch.zeros(())
+    if scale is not None:
+        member = rows // (alpha.numel() // scale[0].shape[0])
+        per_dim = (len(rows),) + (1,) * (flat_x.dim() - 2) + (x.shape[-1],)
+        spread, centre = (values[member].reshape(per_dim) for values in scale)
+        noise = noise * spread
+    mixed = (centre + torch.sqrt(1.0 - a.pow(2)) * (picked - centre) + a * noise) * (picked != 0)
     return flat_x.index_copy(0, rows, mixed).view(x.shape)
 
 

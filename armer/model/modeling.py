@@ -223,9 +223,9 @@ class RobustBase(nn.Module):
         normed = [self.normalizer(i, x, used[..., i]) for i, x in enumerate(features)]
         if self.training and self.config.modality_noise > 0:
             alpha = sample_feature_noise(used, self.config.modality_noise * self.warmup_ramp())  # (E, B, M)
-            scales = [self.normalizer.noise_scale(i) if self.config.noise_scale == "feature" else (None, None)
-                      for i in range(M)]
-            normed = [mix_with_noise(x, alpha[..., i], *scales[i]) for i, x in enumerate(normed)]
+            own_scale = self.config.noise_scale == "feature"
+            normed = [mix_with_noise(x, alpha[..., i], self.normalizer.noise_scale(i) if own_scale else None)
+                      for i, x in enumerate(normed)]
         if self.config.missing_modality == "zeros":  # the seed's: absent inputs are zeros, fused like the others
             used = torch.ones_like(used)
         return normed, features, present, used, shared
