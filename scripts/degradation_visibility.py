@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench_dir", default=str(Path.home() / ".cache" / "armer" / "benchmark"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="the fold seeds (armer.train --seed; on the paired benchmark every seed gives the same "
-                        "speaker-grouped folds: its 8 training speakers have distinct sizes)")
+                        "speaker-grouped folds: its 6 training speakers have distinct sizes)")
     p.add_argument("--runs", nargs="*", default=[], metavar="LABEL=RUN_DIR",
                    help="V2 runs of armer.train on this benchmark (with its degraded views), by label")
     p.add_argument("--out", default=str(ROOT / "results" / "degradation_visibility.md"))

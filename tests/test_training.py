@@ -352,6 +352,31 @@ def test_the_severity_ladder_scores_weight_and_alone_score_per_level(trained):
         assert level["fall"] == pytest.approx(1 - point.weight / points[0].weight)
 
 
+def test_oracle_weights_give_the_informative_audio_most_weight_until_it_is_noised(trained):
+    """scripts/oracle_weights.py: the run's weight is the ladder's; with u = each head's own error the
+    audio, which carries the label, gets most of the weight on clean pairs and loses most of it as
+    noise, where its head is no better than chance; the oracle weights over the modalities sum to 1."""
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    from armer.evaluate.ladder import ladder_point
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from oracle_weights import level_numbers
+
+    dataset, result = trained
+    model = result.ensemble.eval()
+    clean = dataset.tests["test1"]
+    noised = replace(clean, features=[corrupt(clean.features[0]), *clean.features[1:]])
+    before, after = (level_numbers(model, c, 0, [0.25, 1.0]) for c in (clean, noised))
+    assert before["weight"] == pytest.approx(ladder_point(model, clean, "audio", None, True).weight, abs=1e-5)
+    assert before["head_accuracy"] > 0.8 and after["head_accuracy"] < 0.35
+    assert before["oracle_T0.25"] > 0.5 and after["oracle_T0.25"] < 0.5 * before["oracle_T0.25"]
+    total = sum(level_numbers(model, clean, m, [0.25])["oracle_T0.25"] for m in range(len(MODALITIES)))
+    assert total == pytest.approx(1.0, abs=1e-5)
+
+
 def test_the_ladder_verdict_asks_for_a_30_percent_fall_where_the_modality_alone_loses_10_points():
     from armer.evaluate.ladder import LadderPoint, ladder_verdict
 
