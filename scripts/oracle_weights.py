@@ -18,6 +18,7 @@ Writes results/oracle_weights.md (and .json).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if "+uncommitted" in commit and not args.allow_dirty:
         raise SystemExit("the working tree has uncommitted changes: commit first, or pass --allow_dirty")
     runs = [Path(args.runs_dir) / f"v2-seed{s}" for s in args.seeds]
+    trained_at = sorted({json.loads((r / "summary.json").read_text()).get("commit", "unknown") for r in runs})
     first = recorded_args(runs[0])
     features = {m: first[f"{m}_feature"] for m in MODALITIES}
     if any(recorded_args(r)["model"] != "attention_robust_v2" for r in runs):
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# How far the fusion weights can follow reliability: the ladder with u = each sample's error", "",
              generated_line("oracle_weights.py"), "", f"Commit: `{commit}`."
              + (" **Run on uncommitted changes (--allow_dirty).**" if "+uncommitted" in commit else ""), "",
-             f"V2 runs `{args.runs_dir}/v2-seed*` (seeds {args.seeds}), ladder `{ladder_dir}`; mean over the seeds. "
+             f"V2 runs `{args.runs_dir}/v2-seed*` (seeds {args.seeds}, trained at {', '.join(f'`{c}`' for c in trained_at)}), "
+             f"ladder `{ladder_dir}`; mean over the seeds. "
              "Each cell: the degraded modality's mean fusion weight (all modalities present) and, in brackets, its "
              "change against the clean test pairs. 'run': the weights V2 gives. 'u = error, T': the weights "
              f"softmax((1 / u) / T) with u = 1 - p(true class) of each modality's unimodal head on that sample "
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
              "accuracy': the degraded modality's head alone. Test corpora; nothing is chosen here. The goal of "
              f"issue #14: wherever the modality alone loses {MIN_LOSS * 100:.0f}+ points, its weight falls "
              f"{MIN_FALL * 100:.0f}%+.", ""]
-    data = {"commit": commit, "runs": [str(r) for r in runs], "ladder_dir": str(ladder_dir), "modalities": {}}
+    data = {"commit": commit, "trained_at": trained_at, "runs": [str(r) for r in runs], "ladder_dir": str(ladder_dir), "modalities": {}}
     for m, points in ladder.items():
         mean = {k: np.mean([[p[k] for p in run] for run in per_run[m]], axis=0) for k in keys}
         data["modalities"][m] = {"levels": [lv for lv, _ in points], **{k: v.tolist() for k, v in mean.items()}}
