@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from arms import ARMS  # noqa: E402
 from real_data import NOISE_TEXT, prepare  # noqa: E402
-from report_files import generated_line, git_commit  # noqa: E402
+from report_files import committed, generated_line  # noqa: E402
 from run_experiments import train_once  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {  # name (the runs' folder) -> flags; uncertainty weight 1 was the default then
@@ -103,9 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if "+uncommitted" in git_commit() and not args.allow_dirty:
-        raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
-                         "or pass --allow_dirty (the file then says so)")
+    committed(args.allow_dirty)
     runs, groups = [], {}
     for dataset in args.datasets:
         data_flags, _ = prepare(args, dataset)

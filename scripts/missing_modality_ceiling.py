@@ -39,7 +39,7 @@ from armer.evaluate.conditions import gather, to_batch  # noqa: E402
 from armer.evaluate.metrics import score  # noqa: E402
 from armer.model.missing import DROP_PATTERNS, pattern_mask, sweep_masks  # noqa: E402
 from armer.train.loop import padded_index  # noqa: E402
-from report_files import generated_line, git_commit, recorded_args, recorded_folds, write_report  # noqa: E402  (scripts/)
+from report_files import generated_line, git_commit, recorded_args, recorded_commit, recorded_folds, write_report  # noqa: E402  (scripts/)
 
 UNIMODAL = {"audio_only": 0, "text_only": 1, "video_only": 2}
 ARMS = {"v1": "V1", "seed": "seed recipe", "v2": "V2"}  # run name (scripts/run_experiments.py) -> column
@@ -145,7 +145,7 @@ def main() -> None:
             path = runs / f"{arm}-seed{seed}"
             if path.exists() or arm != "seed":  # the seed recipe's runs are optional (older runs dirs)
                 models[label], info = load_checkpoint(path / "checkpoint")
-                trained_at.add(json.loads((path / "summary.json").read_text()).get("commit", "unrecorded"))
+                trained_at.add(recorded_commit(path))
                 settings.add(json.dumps(data_settings(path), sort_keys=True))
         if len(settings) != 1:
             raise SystemExit(f"the runs of seed {seed} in {runs} trained on different data or folds: {sorted(settings)}")

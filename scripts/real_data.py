@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from arms import ARMS, ARM_NAMES as TRAINED_ARM_NAMES  # noqa: E402
 from armer.constants import MODALITIES  # noqa: E402
 from armer.model.missing import DROP_PATTERNS  # noqa: E402
-from report_files import generated_line, git_commit, write_report  # noqa: E402
+from report_files import commit_line, committed, generated_line, write_report  # noqa: E402
 from run_experiments import BENCHMARK_FEATURE_SCALING, FEATURE_SCALING, ms, run, train_once  # noqa: E402
 
 ARM_NAMES = {**TRAINED_ARM_NAMES, "nb": "naive-Bayes late fusion"}
@@ -200,7 +200,7 @@ def sigma_auroc(save: Path, data) -> float | None:
 def ladder_corpora(args: argparse.Namespace, flags: list[str], data) -> tuple[dict | None, list[str] | None]:
     """The severity ladder's corpora (modality -> level -> corpus) with the clean test corpus under
     None, and the build command they come from; (None, None) with --ladder_dir none."""
-    from armer.benchmark.build import parse_ladder_corpus
+    from armer.evaluate.ladder import group_ladder
     from run_experiments import build_benchmark, parse_args as experiment_args
 
     if args.ladder_dir == "none":
@@ -220,11 +220,7 @@ def ladder_corpora(args: argparse.Namespace, flags: list[str], data) -> tuple[di
             a, b = data.corpora[name], source.corpora[name]
             if a.samples != b.samples or not all(np.array_equal(x, y) for x, y in zip(a.features, b.features)):
                 raise SystemExit(f"{out}: its {name} pairs differ from {bench}'s; build both with the same options")
-    ladder: dict[str, dict] = {}
-    for name, corpus in source.corpora.items():
-        parsed = parse_ladder_corpus(name)
-        if parsed is not None:
-            ladder.setdefault(parsed[0], {})[parsed[1]] = corpus
+    ladder = group_ladder(source.corpora)
     return ({**ladder, None: source.corpora["test1"]} if ladder else None), cmd
 
 
@@ -470,16 +466,12 @@ def goals(dataset: str, summary: dict[str, dict], arms: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    commit = git_commit()
-    if "+uncommitted" in commit and not args.allow_dirty:
-        raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
-                         "or pass --allow_dirty (the file then says so)")
+    commit = committed(args.allow_dirty)
     started = time.perf_counter()
     report: dict[str, Any] = {"commit": commit, "seeds": args.seeds, "dataset_seeds": args.dataset_seeds,
                               "datasets": {}}
     lines = ["# V1, the seed's recipe, V2 and a naive-Bayes baseline on paired data", "",
-             generated_line("real_data.py"), "", f"Commit: `{commit}`."
-             + (" **Run on uncommitted changes (--allow_dirty).**" if "+uncommitted" in commit else ""), "",
+             generated_line("real_data.py"), "", commit_line(commit), "",
              f"Seeds {args.seeds}; mean ± std over the seeds. Arms: " + "; ".join(
                  f"{ARM_NAMES[a]}: `{' '.join(ARMS[a])}`" for a in args.arms) + "; naive-Bayes late fusion of "
              "per-modality logistic regressions (`armer/evaluate/baseline.py`). Choices are made on validation "

@@ -32,6 +32,11 @@ def recorded_args(run_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "summary.json").read_text())["args"]
 
 
+def recorded_commit(run_dir: str | Path) -> str:
+    """The commit an `armer.train` run recorded in its summary.json ('unrecorded' for older runs)."""
+    return json.loads((Path(run_dir) / "summary.json").read_text()).get("commit", "unrecorded")
+
+
 def recorded_folds(run_dir: str | Path, samples: list[str]) -> list:
     """The validation folds (sample indices) the run drew over the train corpus `samples`, from its
     recorded seed, number of folds and fold groups."""
@@ -57,6 +62,22 @@ def git_commit() -> str:
 
     commit = git("rev-parse", "HEAD") or "unknown"
     return commit + ("+uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results") else "")
+
+
+def committed(allow_dirty: bool) -> str:
+    """`git_commit()`, refusing (SystemExit) a tree with uncommitted changes unless `allow_dirty`:
+    a results file names the commit it ran on."""
+    commit = git_commit()
+    if "+uncommitted" in commit and not allow_dirty:
+        raise SystemExit("the working tree has uncommitted changes: commit first (the results name the commit), "
+                         "or pass --allow_dirty (the file then says so)")
+    return commit
+
+
+def commit_line(commit: str) -> str:
+    """'Commit: `<commit>`.', saying so when it ran on uncommitted changes."""
+    dirty = " **Run on uncommitted changes (--allow_dirty).**" if "+uncommitted" in commit else ""
+    return f"Commit: `{commit}`.{dirty}"
 
 
 def write_report(out: str | Path, lines: list[str], data: Any) -> None:

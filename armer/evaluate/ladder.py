@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
+from armer.benchmark.build import parse_ladder_corpus
 from armer.constants import MODALITIES
 from armer.data import Corpus
 from armer.evaluate.conditions import evaluate_mask, to_batch
@@ -48,13 +49,27 @@ def ladder_point(model: Ensemble, corpus: Corpus, modality: str, level: float | 
     return LadderPoint(level, weight, alone[headline(alone)])
 
 
+def group_ladder(corpora: dict[str, Corpus]) -> dict[str, dict[float, Corpus]]:
+    """The severity ladder among `corpora` (by name): modality -> level -> corpus; {} if it has none."""
+    ladder: dict[str, dict[float, Corpus]] = {}
+    for name, corpus in corpora.items():
+        parsed = parse_ladder_corpus(name)
+        if parsed is not None:
+            ladder.setdefault(parsed[0], {})[parsed[1]] = corpus
+    return ladder
+
+
+def mild_to_severe(modality: str, levels) -> list[float]:
+    """A modality's ladder levels, mildest first."""
+    return sorted(levels, key=lambda v: SEVERITY_SIGN[modality] * v)
+
+
 def ladder_points(model: Ensemble, clean: Corpus, ladder: dict[str, dict[float, Corpus]], has_valence: bool
                   ) -> dict[str, list[LadderPoint]]:
     """Per modality in `ladder` (modality -> level -> corpus): the clean point, then each level from
     mild to severe."""
     return {m: [ladder_point(model, clean, m, None, has_valence)]
-               + [ladder_point(model, levels[v], m, v, has_valence)
-                  for v in sorted(levels, key=lambda v: SEVERITY_SIGN[m] * v)]
+               + [ladder_point(model, levels[v], m, v, has_valence) for v in mild_to_severe(m, levels)]
             for m, levels in ladder.items()}
 
 
